@@ -1,0 +1,3 @@
+from dari.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""Broker settings: embedded defaults < TOML file < ``DARI_*`` environment < command-line flags.
+
+Keys are dotted names. Broker-wide log settings use Kafka's own names (``num.partitions``,
+``log.retention.ms``, ...) so that what users know from Kafka works here unchanged. Nested TOML
+tables flatten to the same dotted names, so ``[log] retention.ms = 1000`` and
+``"log.retention.ms" = 1000`` mean the same.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "data.dir": "./dari-data",
+    "kafka": "127.0.0.1:9092",
+    "kafka.advertised": "",
+    "log.level": "info",
+    "node.id": 0,
+    "cluster.id": "",
+    "num.partitions": 1,
+    "default.replication.factor": 1,
+    "auto.create.topics.enable": True,
+    "message.max.bytes": 1048588,
+    "socket.request.max.bytes": 104857600,
+    "log.segment.bytes": 1 << 30,
+    "log.roll.ms": 7 * 24 * 3600 * 1000,
+    "log.retention.ms": 7 * 24 * 3600 * 1000,
+    "log.retention.bytes": -1,
+    "log.retention.check.interval.ms": 300_000,
+    "log.index.interval.bytes": 4096,
+    "log.flush.policy": "os",
+    "log.flush.interval.ms": 1000,
+    "log.message.timestamp.type": "CreateTime",
+}
+
+_ENV_PREFIX = "DARI_"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value of the wrong kind; the message names it."""
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Give ``value`` the type of the default for ``key`` (env and flags arrive as text)."""
+    default = DEFAULTS[key]
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(value)
+                return lowered in {"true", "1", "yes"}
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        return str(value)
+    except ValueError:
+        kind = type(default).__name__
+        raise ConfigError(f"setting {key!r} expects a {kind}, got {value!r}") from None
+
+
+def _env_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """``DARI_LOG_RETENTION_MS=5`` -> ``log.retention.ms``; unknown names are ignored."""
+    out: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(_ENV_PREFIX) or name == "DARI_CONFIG":
+            continue
+        key = name[len(_ENV_PREFIX) :].lower().replace("_", ".")
+        if key in DEFAULTS:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Settings:
+    """Resolved settings; ``values`` holds every key of DEFAULTS with its final typed value."""
+
+    values: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data.dir"])
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        layers: list[Mapping[str, Any]] = []
+        config_file = config_file or environ.get("DARI_CONFIG")
+        if config_file:
+            path = Path(config_file)
+            try:
+                layers.append(_flatten(tomllib.loads(path.read_text())))
+            except FileNotFoundError:
+                raise ConfigError(f"config file {path} does not exist") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        layers.append(_env_settings(environ))
+        layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+        values = dict(DEFAULTS)
+        for layer in layers:
+            for key, value in layer.items():
+                if key not in DEFAULTS:
+                    raise ConfigError(f"unknown setting {key!r}")
+                values[key] = _coerce(key, value)
+        settings = cls(values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        policy = self.values["log.flush.policy"]
+        if policy not in {"always", "interval", "os"}:
+            raise ConfigError(f"log.flush.policy must be always, interval or os, not {policy!r}")
+        if self.values["log.message.timestamp.type"] not in {"CreateTime", "LogAppendTime"}:
+            raise ConfigError("log.message.timestamp.type must be CreateTime or LogAppendTime")
+        if self.values["num.partitions"] < 1:
+            raise ConfigError("num.partitions must be at least 1")
+        parse_hostport(self.values["kafka"])
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9092"`` -> (host, port); ``"[::1]:9092"`` for IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listener address {text!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)

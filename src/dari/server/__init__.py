@@ -1,0 +1,1 @@
+"""asyncio adapters: listeners and connections that feed the sans-IO codecs and call the domain."""

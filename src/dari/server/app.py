@@ -1,0 +1,171 @@
+"""The broker process: opens the data directory, runs listeners and background work, stops.
+
+``Broker`` owns every long-lived task and listener; ``stop()`` closes them in order: stop accepting,
+let in-flight requests finish (bounded), close connections, flush and close the logs, unlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from pathlib import Path
+
+from dari.config import Settings, parse_hostport
+from dari.server.kafka import KafkaConnection
+from dari.server.kafka_handlers import KafkaHandlers
+from dari.storage import FlushScheduler, LogConfig, LogStore
+from dari.streams.topics import TopicManager, remove_orphan_dirs
+from dari.streams.waiters import AppendWaiters
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 2.0
+
+
+def broker_log_config(settings: Settings) -> LogConfig:
+    """Topic defaults from the broker-wide ``log.*`` settings, as Kafka derives them."""
+    return LogConfig(
+        segment_bytes=settings["log.segment.bytes"],
+        segment_ms=settings["log.roll.ms"],
+        retention_ms=settings["log.retention.ms"],
+        retention_bytes=settings["log.retention.bytes"],
+        index_interval_bytes=settings["log.index.interval.bytes"],
+        flush=settings["log.flush.policy"],
+        flush_interval_ms=settings["log.flush.interval.ms"],
+        log_append_time=settings["log.message.timestamp.type"] == "LogAppendTime",
+        max_message_bytes=settings["message.max.bytes"],
+    )
+
+
+def _cluster_id(data_dir: Path, configured: str) -> str:
+    """A stable cluster id: configured, or generated once and kept in the data directory."""
+    if configured:
+        return configured
+    path = data_dir / ".meta" / "cluster_id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = uuid.uuid4().hex[:22]
+    path.write_text(value)
+    return value
+
+
+class Broker:
+    """One dari broker; create, ``await start()``, later ``await stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = LogStore(settings.data_dir)
+        self.topics: TopicManager | None = None
+        self.flusher: FlushScheduler | None = None
+        self.kafka_server: asyncio.Server | None = None
+        self.kafka_address: tuple[str, int] | None = None
+        self.connections: set[KafkaConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.lock()
+        try:
+            await self._open(settings)
+        except BaseException:
+            self.store.close()
+            raise
+
+    async def _open(self, settings: Settings) -> None:
+        loop = asyncio.get_running_loop()
+        self.topics = TopicManager(
+            self.store, broker_log_config(settings), settings["num.partitions"]
+        )
+        await loop.run_in_executor(None, self.topics.load)
+        remove_orphan_dirs(settings.data_dir, {p.directory.name for p in self.topics.all_logs()})
+        self.flusher = FlushScheduler()
+        await self.flusher.start(self.topics.all_logs)
+        handlers = KafkaHandlers(
+            self.topics,
+            self.flusher,
+            AppendWaiters(),
+            node_id=settings["node.id"],
+            cluster_id=_cluster_id(settings.data_dir, settings["cluster.id"]),
+            advertised=self._advertised,
+            auto_create=settings["auto.create.topics.enable"],
+            message_max_bytes=settings["message.max.bytes"],
+        )
+        host, port = parse_hostport(settings["kafka"])
+        max_request = settings["socket.request.max.bytes"]
+        self.kafka_server = await loop.create_server(
+            lambda: KafkaConnection(handlers, max_request, self.connections),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        sock = self.kafka_server.sockets[0]
+        bound = sock.getsockname()
+        self.kafka_address = (bound[0], bound[1])
+        interval = settings["log.retention.check.interval.ms"] / 1000
+        self._spawn(self._maintenance(interval))
+
+    def _advertised(self) -> tuple[str, int]:
+        configured = self.settings["kafka.advertised"]
+        if configured:
+            return parse_hostport(configured)
+        assert self.kafka_address is not None
+        host, port = self.kafka_address
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        return host, port
+
+    @property
+    def ready_line(self) -> str:
+        assert self.kafka_address is not None
+        host, port = self.kafka_address
+        host = f"[{host}]" if ":" in host else host
+        return f"dari ready kafka={host}:{port}"
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _maintenance(self, interval_s: float) -> None:
+        """Retention and time-based segment rolls, run every ``log.retention.check.interval.ms``."""
+        loop = asyncio.get_running_loop()
+        assert self.topics is not None
+        while True:
+            await asyncio.sleep(interval_s)
+            for plog in self.topics.all_logs():
+                try:
+                    plog.roll_if_due(None)
+                    deleted = await loop.run_in_executor(None, plog.apply_retention, None)
+                    if deleted:
+                        log.info("retention deleted %d segments of %s", deleted, plog.directory)
+                except Exception:
+                    log.exception("maintenance of %s failed", plog.directory.name)
+
+    async def stop(self) -> None:
+        if self.kafka_server is not None:
+            self.kafka_server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        # Let queued responses (e.g. produce waiting for fsync) finish, within bounds.
+        deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
+        while any(conn.queue for conn in self.connections):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.close()
+        if self.kafka_server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.kafka_server.wait_closed(), 1.0)
+        if self.flusher is not None:
+            await self.flusher.aclose()
+        if self.topics is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.topics.close)
+        self.store.close()
+        log.info("broker stopped")

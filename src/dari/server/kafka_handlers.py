@@ -1,0 +1,471 @@
+"""Kafka request handlers: decoded requests in, responses out, the streams domain in between.
+
+Each handler returns either a finished response or an awaitable of one (only produce with
+``acks=all`` under a flush policy and long-polling fetches ever wait), so the connection can keep
+the common case free of task creation. Responses are built from the schema library's classes
+through ``_Build``, which drops fields a given version does not have, so one handler serves every
+version of its API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from dari.protocol.kafka.apis import ApiKey
+from dari.protocol.kafka.codec import RequestHeader, encode_response, response_class
+from dari.protocol.kafka.errors import ErrorCode
+from dari.protocol.kafka.fetch import FetchPartitionResult, encode_fetch_response
+from dari.protocol.kafka.produce import (
+    PartitionResult,
+    ProduceRequestData,
+    encode_produce_response,
+)
+from dari.records.batch import CorruptRecordError, UnsupportedMagicError, validate
+from dari.storage import FlushScheduler, OffsetOutOfRangeError, PartitionLog
+from dari.streams.errors import (
+    InvalidConfigError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidTopicError,
+    StreamsError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from dari.streams.topics import Topic, TopicManager, check_topic_name
+from dari.streams.waiters import AppendWaiters
+
+log = logging.getLogger(__name__)
+
+NO_ERROR = ErrorCode.none
+ZERO = timedelta(0)
+EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
+
+_DOMAIN_CODES: dict[type[StreamsError], ErrorCode] = {
+    UnknownTopicError: ErrorCode.unknown_topic_or_partition,
+    TopicExistsError: ErrorCode.topic_already_exists,
+    InvalidTopicError: ErrorCode.invalid_topic_exception,
+    InvalidPartitionsError: ErrorCode.invalid_partitions,
+    InvalidConfigError: ErrorCode.invalid_config,
+    InvalidReplicationFactorError: ErrorCode.invalid_replication_factor,
+}
+
+
+def error_code_of(exc: StreamsError) -> ErrorCode:
+    return _DOMAIN_CODES.get(type(exc), ErrorCode.unknown_server_error)
+
+
+class _Build:
+    """Builds a response and its nested entities for one API version, ignoring absent fields."""
+
+    __slots__ = ("module", "response")
+
+    def __init__(self, header: RequestHeader) -> None:
+        self.response = response_class(header.api_key, header.api_version)
+        self.module = sys.modules[self.response.__module__]
+
+    def __call__(self, __name: str | None = None, **fields: Any) -> Any:
+        cls = self.response if __name is None else getattr(self.module, __name)
+        allowed = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in fields.items() if k in allowed})
+
+
+Response = Any  # a schema-library response entity, or bytes / buffers already framed
+Handled = Response | Awaitable[Response] | None
+
+
+class KafkaHandlers:
+    """The Kafka API of one broker; owned by the event loop thread."""
+
+    def __init__(
+        self,
+        topics: TopicManager,
+        flusher: FlushScheduler,
+        waiters: AppendWaiters,
+        *,
+        node_id: int,
+        cluster_id: str,
+        advertised: Callable[[], tuple[str, int]],
+        auto_create: bool,
+        message_max_bytes: int,
+    ) -> None:
+        self.topics = topics
+        self.flusher = flusher
+        self.waiters = waiters
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.advertised = advertised
+        self.auto_create = auto_create
+        self.message_max_bytes = message_max_bytes
+        self.table: dict[int, Callable[[RequestHeader, Any], Handled]] = {
+            ApiKey.PRODUCE: self.produce,
+            ApiKey.FETCH: self.fetch,
+            ApiKey.LIST_OFFSETS: self.list_offsets,
+            ApiKey.METADATA: self.metadata,
+            ApiKey.CREATE_TOPICS: self.create_topics,
+            ApiKey.DELETE_TOPICS: self.delete_topics,
+            ApiKey.CREATE_PARTITIONS: self.create_partitions,
+        }
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _topic_for_write(self, name: str) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            if not self.auto_create:
+                raise UnknownTopicError(f"topic '{name}' does not exist")
+            check_topic_name(name)
+            topic = self.topics.create(name)
+        return topic
+
+    # -- Produce ---------------------------------------------------------------------------
+    def produce(self, header: RequestHeader, req: ProduceRequestData) -> Handled:
+        results: list[tuple[str, list[PartitionResult]]] = []
+        durable_waits: list[Awaitable[None]] = []
+        for topic_data in req.topics:
+            partition_results: list[PartitionResult] = []
+            results.append((topic_data.name, partition_results))
+            try:
+                topic: Topic | None = self._topic_for_write(topic_data.name)
+                error = NO_ERROR
+            except StreamsError as exc:
+                topic, error = None, error_code_of(exc)
+                if isinstance(exc, InvalidTopicError):
+                    error = ErrorCode.invalid_topic_exception
+            for part in topic_data.partitions:
+                if topic is None:
+                    partition_results.append(PartitionResult(part.index, error, -1))
+                    continue
+                if not 0 <= part.index < len(topic.partitions):
+                    partition_results.append(
+                        PartitionResult(part.index, ErrorCode.unknown_topic_or_partition, -1)
+                    )
+                    continue
+                plog = topic.partitions[part.index]
+                result = self._append(topic, plog, part.index, part.records)
+                partition_results.append(result)
+                if result.error_code == NO_ERROR and plog.config.flush == "always":
+                    durable_waits.append(self.flusher.durable(plog, plog.log_end_offset))
+        if req.acks == 0:
+            return None
+        response = encode_response(
+            header, encode_produce_response(header.api_version, results)
+        )
+        if durable_waits:
+            return self._after(durable_waits, response)
+        return response
+
+    async def _after(self, waits: list[Awaitable[None]], response: Response) -> Response:
+        await asyncio.gather(*waits)
+        return response
+
+    def _append(
+        self, topic: Topic, plog: PartitionLog, index: int, records: memoryview | None
+    ) -> PartitionResult:
+        if records is None or len(records) == 0:
+            return PartitionResult(index, ErrorCode.invalid_record, -1, -1, plog.log_start_offset)
+        if len(records) > plog.config.max_message_bytes:
+            return PartitionResult(
+                index, ErrorCode.message_too_large, -1, -1, plog.log_start_offset
+            )
+        try:
+            headers = validate(records)
+        except UnsupportedMagicError as exc:
+            log.warning("produce to %s-%d refused: %s", topic.name, index, exc)
+            code = ErrorCode.unsupported_for_message_format
+            return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
+        except CorruptRecordError as exc:
+            log.warning("produce to %s-%d refused: %s", topic.name, index, exc)
+            code = ErrorCode.corrupt_message
+            return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
+        info = plog.append(bytearray(records), headers)
+        self.waiters.notify(plog)
+        return PartitionResult(
+            index, NO_ERROR, info.base_offset, info.log_append_time, plog.log_start_offset
+        )
+
+    # -- Fetch -----------------------------------------------------------------------------
+    def fetch(self, header: RequestHeader, req: Any) -> Handled:
+        deadline = time.monotonic() + req.max_wait.total_seconds()
+        topics, total, logs = self._read_fetch(header, req)
+        if total >= req.min_bytes or req.max_wait <= ZERO or not logs:
+            return encode_fetch_response(header, 0, 0, 0, topics)
+        return self._fetch_later(header, req, deadline, logs)
+
+    async def _fetch_later(
+        self, header: RequestHeader, req: Any, deadline: float, logs: list[PartitionLog]
+    ) -> Response:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self.waiters.wait_any(logs, remaining)
+            topics, total, logs_now = self._read_fetch(header, req)
+            if total >= req.min_bytes or not logs_now:
+                return encode_fetch_response(header, 0, 0, 0, topics)
+        topics, _total, _logs = self._read_fetch(header, req)
+        return encode_fetch_response(header, 0, 0, 0, topics)
+
+    def _read_fetch(
+        self, header: RequestHeader, req: Any
+    ) -> tuple[list[tuple[str | uuid.UUID, list[FetchPartitionResult]]], int, list[PartitionLog]]:
+        """Read every requested partition once: (response topics, bytes read, logs read)."""
+        by_id = header.api_version >= 13
+        budget = req.max_bytes
+        total = 0
+        out: list[tuple[str | uuid.UUID, list[FetchPartitionResult]]] = []
+        logs: list[PartitionLog] = []
+        for fetch_topic in req.topics:
+            key = fetch_topic.topic_id if by_id else fetch_topic.topic
+            topic = self.topics.by_id.get(key) if by_id else self.topics.get(key)
+            results: list[FetchPartitionResult] = []
+            out.append((key, results))
+            for part in fetch_topic.partitions:
+                if topic is None or not 0 <= part.partition < len(topic.partitions):
+                    code = ErrorCode.unknown_topic_id if by_id else (
+                        ErrorCode.unknown_topic_or_partition
+                    )
+                    results.append(FetchPartitionResult(part.partition, code, -1, -1, -1, None))
+                    continue
+                plog = topic.partitions[part.partition]
+                hw = plog.log_end_offset
+                try:
+                    limit = min(part.partition_max_bytes, budget)
+                    data = plog.read(part.fetch_offset, limit) if limit > 0 or total == 0 else b""
+                except OffsetOutOfRangeError:
+                    results.append(
+                        FetchPartitionResult(
+                            part.partition, ErrorCode.offset_out_of_range, hw, hw,
+                            plog.log_start_offset, None,
+                        )
+                    )
+                    continue
+                size = len(data)
+                total += size
+                budget -= size
+                logs.append(plog)
+                results.append(
+                    FetchPartitionResult(
+                        part.partition, NO_ERROR, hw, hw, plog.log_start_offset, data
+                    )
+                )
+        return out, total, logs
+
+    # -- ListOffsets -----------------------------------------------------------------------
+    def list_offsets(self, header: RequestHeader, req: Any) -> Response:
+        build = _Build(header)
+        topics = []
+        for req_topic in req.topics:
+            partitions = []
+            for part in req_topic.partitions:
+                error, offset, timestamp = NO_ERROR, -1, -1
+                try:
+                    plog = self.topics.partition(req_topic.name, part.partition_index)
+                except UnknownTopicError:
+                    error = ErrorCode.unknown_topic_or_partition
+                else:
+                    if part.timestamp == EARLIEST:
+                        offset = plog.log_start_offset
+                    elif part.timestamp == LATEST:
+                        offset = plog.log_end_offset
+                    elif part.timestamp == MAX_TIMESTAMP:
+                        offset, timestamp = plog.max_timestamp()
+                    else:
+                        found = plog.offset_for_timestamp(part.timestamp)
+                        if found is not None:
+                            offset, timestamp = found
+                partitions.append(
+                    build(
+                        "ListOffsetsPartitionResponse",
+                        partition_index=part.partition_index,
+                        error_code=error,
+                        timestamp=timestamp,
+                        offset=offset,
+                        leader_epoch=0 if error == NO_ERROR else -1,
+                    )
+                )
+            topics.append(
+                build("ListOffsetsTopicResponse", name=req_topic.name, partitions=tuple(partitions))
+            )
+        return build(throttle_time=ZERO, topics=tuple(topics))
+
+    # -- Metadata --------------------------------------------------------------------------
+    def metadata(self, header: RequestHeader, req: Any) -> Response:
+        build = _Build(header)
+        host, port = self.advertised()
+        if req.topics is None:
+            wanted: list[Topic | tuple[str | None, uuid.UUID | None]] = list(self.topics)
+        else:
+            allow = getattr(req, "allow_auto_topic_creation", True) and self.auto_create
+            wanted = []
+            for req_topic in req.topics:
+                name = getattr(req_topic, "name", None)
+                topic_id = getattr(req_topic, "topic_id", None)
+                topic = self.topics.get(name) if name else self.topics.by_id.get(topic_id)
+                if topic is None and name and allow:
+                    try:
+                        topic = self.topics.create(name)
+                    except StreamsError as exc:
+                        wanted.append((name, topic_id, error_code_of(exc)))  # type: ignore[arg-type]
+                        continue
+                wanted.append(topic if topic is not None else (name, topic_id))
+        topics = []
+        for item in wanted:
+            if isinstance(item, Topic):
+                topics.append(self._topic_metadata(build, item))
+                continue
+            name, topic_id, *code = item
+            error = code[0] if code else ErrorCode.unknown_topic_or_partition
+            if name is None:
+                error = ErrorCode.unknown_topic_id
+            topics.append(
+                build(
+                    "MetadataResponseTopic",
+                    error_code=error,
+                    name=name,
+                    topic_id=topic_id or uuid.UUID(int=0),
+                    is_internal=False,
+                    partitions=(),
+                    topic_authorized_operations=-2147483648,
+                )
+            )
+        broker = build("MetadataResponseBroker", node_id=self.node_id, host=host, port=port)
+        return build(
+            throttle_time=ZERO,
+            brokers=(broker,),
+            cluster_id=self.cluster_id,
+            controller_id=self.node_id,
+            topics=tuple(topics),
+            cluster_authorized_operations=-2147483648,
+        )
+
+    def _topic_metadata(self, build: _Build, topic: Topic) -> Any:
+        node = (self.node_id,)
+        partitions = tuple(
+            build(
+                "MetadataResponsePartition",
+                error_code=NO_ERROR,
+                partition_index=index,
+                leader_id=self.node_id,
+                leader_epoch=0,
+                replica_nodes=node,
+                isr_nodes=node,
+                offline_replicas=(),
+            )
+            for index in range(len(topic.partitions))
+        )
+        return build(
+            "MetadataResponseTopic",
+            error_code=NO_ERROR,
+            name=topic.name,
+            topic_id=topic.topic_id,
+            is_internal=topic.is_internal,
+            partitions=partitions,
+            topic_authorized_operations=-2147483648,
+        )
+
+    # -- admin -----------------------------------------------------------------------------
+    def create_topics(self, header: RequestHeader, req: Any) -> Response:
+        build = _Build(header)
+        results = []
+        for req_topic in req.topics:
+            error, message, topic = NO_ERROR, None, None
+            try:
+                if req_topic.replication_factor not in (-1, 1) or len(req_topic.assignments) > 0:
+                    raise InvalidReplicationFactorError(
+                        "replication factor must be 1 (or -1 for the default) on a single broker"
+                        if req_topic.replication_factor not in (-1, 1)
+                        else "manual replica assignment is not supported on a single broker"
+                    )
+                configs = {c.name: c.value for c in req_topic.configs if c.value is not None}
+                topic = self.topics.create(
+                    req_topic.name, req_topic.num_partitions, configs, req.validate_only
+                )
+            except StreamsError as exc:
+                error, message = error_code_of(exc), str(exc)
+                log.info("create topic %s refused: %s", req_topic.name, exc)
+            results.append(
+                build(
+                    "CreatableTopicResult",
+                    name=req_topic.name,
+                    topic_id=topic.topic_id if topic else uuid.UUID(int=0),
+                    error_code=error,
+                    error_message=message,
+                    topic_config_error_code=0,
+                    num_partitions=len(topic.partitions) or req_topic.num_partitions
+                    if topic
+                    else -1,
+                    replication_factor=1 if topic else -1,
+                    configs=self._config_entries(build, topic) if topic else None,
+                )
+            )
+        return build(throttle_time=ZERO, topics=tuple(results))
+
+    def _config_entries(self, build: _Build, topic: Topic) -> tuple[Any, ...]:
+        return tuple(
+            build(
+                "CreatableTopicConfigs",
+                name=name,
+                value=value,
+                read_only=False,
+                config_source=1,  # TOPIC_CONFIG
+                is_sensitive=False,
+            )
+            for name, value in sorted(topic.configs.items())
+        )
+
+    def delete_topics(self, header: RequestHeader, req: Any) -> Response:
+        build = _Build(header)
+        if header.api_version >= 6:
+            requested = [(t.name, t.topic_id) for t in req.topics]
+        else:
+            requested = [(name, None) for name in req.topic_names]
+        results = []
+        for name, topic_id in requested:
+            error, message = NO_ERROR, None
+            if name is None and topic_id is not None:
+                found = self.topics.by_id.get(topic_id)
+                name = found.name if found else None
+            try:
+                if name is None:
+                    raise UnknownTopicError("unknown topic id")
+                deleted = self.topics.delete(name)
+                topic_id = deleted.topic_id
+            except StreamsError as exc:
+                error, message = error_code_of(exc), str(exc)
+                if name is None:
+                    error = ErrorCode.unknown_topic_id
+            results.append(
+                build(
+                    "DeletableTopicResult",
+                    name=name,
+                    topic_id=topic_id or uuid.UUID(int=0),
+                    error_code=error,
+                    error_message=message,
+                )
+            )
+        return build(throttle_time=ZERO, responses=tuple(results))
+
+    def create_partitions(self, header: RequestHeader, req: Any) -> Response:
+        build = _Build(header)
+        results = []
+        for req_topic in req.topics:
+            error, message = NO_ERROR, None
+            try:
+                self.topics.add_partitions(req_topic.name, req_topic.count, req.validate_only)
+            except StreamsError as exc:
+                error, message = error_code_of(exc), str(exc)
+            results.append(
+                build(
+                    "CreatePartitionsTopicResult",
+                    name=req_topic.name,
+                    error_code=error,
+                    error_message=message,
+                )
+            )
+        return build(throttle_time=ZERO, results=tuple(results))

@@ -1,0 +1,1 @@
+"""The Kafka model: topics, partitions and the waits of long-polling fetches."""

@@ -1,0 +1,222 @@
+"""Topics and their partitions: the Kafka-model catalogue on top of the log store.
+
+A topic is a name, a stable id, a partition count and its config overrides; each partition is
+one PartitionLog in ``<data-dir>/<topic>-<n>``. The catalogue persists one small JSON file per
+topic under ``<data-dir>/.meta/topics`` (written atomically) so topics, ids and configs survive
+restarts. Owned by the event loop thread; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dari.storage import LogConfig, LogStore, PartitionLog
+from dari.streams.errors import (
+    InvalidConfigError,
+    InvalidPartitionsError,
+    InvalidTopicError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_TOPIC_NAME = 249
+_LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
+
+
+def check_topic_name(name: str) -> None:
+    """Kafka's rules: 1..249 of ``[a-zA-Z0-9._-]``, not ``.`` or ``..``."""
+    if not name or name in {".", ".."}:
+        raise InvalidTopicError(f"topic name {name!r} is illegal")
+    if len(name) > MAX_TOPIC_NAME:
+        raise InvalidTopicError(f"topic name is longer than {MAX_TOPIC_NAME} characters")
+    if not _LEGAL_NAME.match(name):
+        raise InvalidTopicError(
+            f"topic name {name!r} is illegal, it contains a character other than "
+            "ASCII alphanumerics, '.', '_' and '-'"
+        )
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: uuid.UUID
+    configs: dict[str, str]
+    log_config: LogConfig
+    partitions: list[PartitionLog] = field(default_factory=list)
+
+    @property
+    def is_internal(self) -> bool:
+        return self.name.startswith("__")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class TopicManager:
+    """Creates, opens, alters and deletes topics; maps names and ids to partition logs."""
+
+    def __init__(self, store: LogStore, defaults: LogConfig, default_partitions: int = 1) -> None:
+        self.store = store
+        self.defaults = defaults
+        self.default_partitions = default_partitions
+        self.topics: dict[str, Topic] = {}
+        self.by_id: dict[uuid.UUID, Topic] = {}
+        self._meta_dir = store.data_dir / ".meta" / "topics"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def load(self) -> None:
+        """Open every topic recorded in the catalogue (recovering its logs)."""
+        self._meta_dir.mkdir(parents=True, exist_ok=True)
+        for meta_file in sorted(self._meta_dir.glob("*.json")):
+            meta = json.loads(meta_file.read_text())
+            configs = {str(k): str(v) for k, v in meta.get("configs", {}).items()}
+            topic = Topic(
+                name=meta["name"],
+                topic_id=uuid.UUID(meta["topic_id"]),
+                configs=configs,
+                log_config=LogConfig.from_topic_configs(configs, self.defaults),
+            )
+            for index in range(int(meta["partitions"])):
+                topic.partitions.append(self._open_partition(topic, index))
+            self._register(topic)
+        if self.topics:
+            log.info("opened %d topics", len(self.topics))
+
+    def close(self) -> None:
+        for topic in self.topics.values():
+            for partition in topic.partitions:
+                partition.close()
+
+    # -- queries ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Topic]:
+        return iter(self.topics.values())
+
+    def get(self, name: str) -> Topic | None:
+        return self.topics.get(name)
+
+    def partition(self, name: str, index: int) -> PartitionLog:
+        topic = self.topics.get(name)
+        if topic is None or not 0 <= index < len(topic.partitions):
+            raise UnknownTopicError(f"unknown topic or partition {name}-{index}")
+        return topic.partitions[index]
+
+    def all_logs(self) -> list[PartitionLog]:
+        return [p for topic in self.topics.values() for p in topic.partitions]
+
+    # -- changes ---------------------------------------------------------------------------
+    def validate_configs(self, configs: Mapping[str, str]) -> LogConfig:
+        try:
+            return LogConfig.from_topic_configs(configs, self.defaults)
+        except ValueError as exc:
+            raise InvalidConfigError(str(exc)) from None
+
+    def create(
+        self,
+        name: str,
+        partitions: int = -1,
+        configs: Mapping[str, str] | None = None,
+        validate_only: bool = False,
+    ) -> Topic:
+        check_topic_name(name)
+        if name in self.topics:
+            raise TopicExistsError(f"topic '{name}' already exists")
+        count = self.default_partitions if partitions == -1 else partitions
+        if count < 1:
+            raise InvalidPartitionsError("number of partitions must be larger than 0")
+        configs = {str(k): str(v) for k, v in (configs or {}).items()}
+        topic = Topic(name, uuid.uuid4(), configs, self.validate_configs(configs))
+        if validate_only:
+            return topic
+        self._save(topic, count)
+        for index in range(count):
+            topic.partitions.append(self._open_partition(topic, index))
+        self._register(topic)
+        log.info("created topic %s with %d partitions", name, count)
+        return topic
+
+    def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise UnknownTopicError(f"topic '{name}' does not exist")
+        current = len(topic.partitions)
+        if count <= current:
+            raise InvalidPartitionsError(
+                f"topic currently has {current} partitions, {count} would not be an increase"
+            )
+        if validate_only:
+            return
+        self._save(topic, count)
+        for index in range(current, count):
+            topic.partitions.append(self._open_partition(topic, index))
+
+    def alter_configs(self, name: str, configs: Mapping[str, str]) -> None:
+        """Replace the topic's overrides; running logs pick the change up at once."""
+        topic = self.topics.get(name)
+        if topic is None:
+            raise UnknownTopicError(f"topic '{name}' does not exist")
+        new_configs = {str(k): str(v) for k, v in configs.items()}
+        log_config = self.validate_configs(new_configs)
+        topic.configs = new_configs
+        topic.log_config = log_config
+        for partition in topic.partitions:
+            partition.config = log_config
+        self._save(topic, len(topic.partitions))
+
+    def delete(self, name: str) -> Topic:
+        topic = self.topics.pop(name, None)
+        if topic is None:
+            raise UnknownTopicError(f"topic '{name}' does not exist")
+        self.by_id.pop(topic.topic_id, None)
+        (self._meta_dir / f"{name}.json").unlink(missing_ok=True)
+        for partition in topic.partitions:
+            partition.delete()
+        log.info("deleted topic %s", name)
+        return topic
+
+    # -- internals -------------------------------------------------------------------------
+    def _register(self, topic: Topic) -> None:
+        self.topics[topic.name] = topic
+        self.by_id[topic.topic_id] = topic
+
+    def _open_partition(self, topic: Topic, index: int) -> PartitionLog:
+        return self.store.open_log(f"{topic.name}-{index}", topic.log_config)
+
+    def _save(self, topic: Topic, partitions: int) -> None:
+        self._meta_dir.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "name": topic.name,
+            "topic_id": str(topic.topic_id),
+            "partitions": partitions,
+            "configs": topic.configs,
+        }
+        _write_atomically(self._meta_dir / f"{topic.name}.json", json.dumps(meta).encode())
+
+
+def remove_orphan_dirs(data_dir: Path, known: set[str]) -> None:
+    """Delete partition directories left behind by a delete interrupted by a crash."""
+    for path in data_dir.iterdir():
+        name, sep, index = path.name.rpartition("-")
+        if path.is_dir() and sep and index.isdigit() and f"{name}-{index}" not in known:
+            log.warning("removing orphaned partition directory %s", path)
+            shutil.rmtree(path, ignore_errors=True)
