@@ -40,6 +40,7 @@ class Broker:
         host: str = "127.0.0.1",
         port: int = 0,
         log_level: str | None = None,
+        via_env: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.log_dir = (
@@ -51,6 +52,7 @@ class Broker:
         self.host = host
         self.port = port
         self.log_level = log_level
+        self.via_env = via_env  # pass data dir and listener as DARI_* variables instead of flags
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._stdout_path: Path | None = None
@@ -69,8 +71,9 @@ class Broker:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "dari", "serve", "--data-dir", str(self.data_dir)]
-        cmd += ["--kafka", f"{self.host}:{self.port}"]
+        cmd = [sys.executable, "-m", "dari", "serve"]
+        if not self.via_env:
+            cmd += ["--data-dir", str(self.data_dir), "--kafka", f"{self.host}:{self.port}"]
         if self.log_level:
             cmd += ["--log-level", self.log_level]
         for key, value in self.settings.items():
@@ -85,6 +88,9 @@ class Broker:
         self._stdout_path = self.log_dir / f"stdout.{self.starts}.log"
         self._stderr_path = self.log_dir / f"stderr.{self.starts}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if self.via_env:
+            env["DARI_DATA_DIR"] = str(self.data_dir)
+            env["DARI_KAFKA"] = f"{self.host}:{self.port}"
         with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env

@@ -4,9 +4,10 @@ lookups, the admin API and explicit partitions."""
 from __future__ import annotations
 
 import pytest
-from broker import Broker
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
+
+from broker import Broker
 
 from .clients import (
     Record,

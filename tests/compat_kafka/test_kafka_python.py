@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from broker import Broker
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from broker import Broker
 
 N = 1000
 BASE_TS = 1_700_000_000_000
@@ -31,7 +32,9 @@ def read_all(c: KafkaConsumer, count: int) -> list:
 
 
 @pytest.mark.parametrize("compression", [None, "gzip", "lz4", "zstd"])
-def test_kafka_python_round_trip(module_broker: Broker, topic: str, compression: str | None) -> None:
+def test_kafka_python_round_trip(
+    module_broker: Broker, topic: str, compression: str | None
+) -> None:
     p = KafkaProducer(
         bootstrap_servers=module_broker.bootstrap,
         acks="all",

@@ -260,7 +260,7 @@ def test_validate_rejects_every_truncation() -> None:
 
 def test_valid_prefix_stops_at_a_corrupt_batch() -> None:
     data = bytearray(three_batches())
-    first, second, _ = validate(data)
+    first, _, _ = validate(data)
     data[first.size + 40] ^= 1
     length, headers = valid_prefix(data)
     assert length == first.size

@@ -19,7 +19,12 @@ from datetime import timedelta
 from typing import Any
 
 from dari.protocol.kafka.apis import ApiKey
-from dari.protocol.kafka.codec import RequestHeader, encode_response, response_class
+from dari.protocol.kafka.codec import (
+    RequestHeader,
+    api_versions_response,
+    encode_response,
+    response_class,
+)
 from dari.protocol.kafka.errors import ErrorCode
 from dari.protocol.kafka.fetch import FetchPartitionResult, encode_fetch_response
 from dari.protocol.kafka.produce import (
@@ -104,6 +109,7 @@ class KafkaHandlers:
         self.auto_create = auto_create
         self.message_max_bytes = message_max_bytes
         self.table: dict[int, Callable[[RequestHeader, Any], Handled]] = {
+            ApiKey.API_VERSIONS: self.api_versions,
             ApiKey.PRODUCE: self.produce,
             ApiKey.FETCH: self.fetch,
             ApiKey.LIST_OFFSETS: self.list_offsets,
@@ -122,6 +128,9 @@ class KafkaHandlers:
             check_topic_name(name)
             topic = self.topics.create(name)
         return topic
+
+    def api_versions(self, header: RequestHeader, req: Any) -> Response:
+        return api_versions_response(header.api_version)
 
     # -- Produce ---------------------------------------------------------------------------
     def produce(self, header: RequestHeader, req: ProduceRequestData) -> Handled:

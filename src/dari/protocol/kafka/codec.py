@@ -54,8 +54,11 @@ E = TypeVar("E")
 _HEAD = struct.Struct(">hhi")
 _FRAME_HEAD = struct.Struct(">ii")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-# Anything kio's reader may raise on hostile bytes; all of it is the peer's fault.
-_DECODE_ERRORS = (SerialError, ValueError, TypeError, OverflowError, IndexError, struct.error)
+# Anything kio's reader may raise on hostile bytes; all of it is the peer's fault. kio raises
+# KeyError for a tagged field its schema does not know (Kafka would skip it).
+_DECODE_ERRORS = (
+    SerialError, ValueError, TypeError, OverflowError, IndexError, KeyError, struct.error
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,119 @@
+"""Per-log storage settings, named after Kafka's topic configs so topics can set them directly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+
+FLUSH_POLICIES = ("always", "interval", "os")
+_INT32_MAX = (1 << 31) - 1
+_INT64_MAX = (1 << 63) - 1
+
+
+def _int_in(low: int, high: int = _INT64_MAX) -> Callable[[str, str], int]:
+    def parse(name: str, text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _timestamp_type(name: str, text: str) -> bool:
+    if text == "LogAppendTime":
+        return True
+    if text == "CreateTime":
+        return False
+    raise ValueError(f"{name} must be CreateTime or LogAppendTime, got {text!r}")
+
+
+def _flush_policy(name: str, text: str) -> str:
+    if text not in FLUSH_POLICIES:
+        raise ValueError(f"{name} must be one of {', '.join(FLUSH_POLICIES)}, got {text!r}")
+    return text
+
+
+# Kafka config name -> (LogConfig field, parser). "flush.policy" is dari's own name for the
+# fsync policy; Kafka's flush.messages / flush.ms are translated in from_topic_configs.
+_KNOWN: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "segment.bytes": ("segment_bytes", _int_in(14, _INT32_MAX)),
+    "segment.ms": ("segment_ms", _int_in(1)),
+    "retention.ms": ("retention_ms", _int_in(-1)),
+    "retention.bytes": ("retention_bytes", _int_in(-1)),
+    "index.interval.bytes": ("index_interval_bytes", _int_in(0, _INT32_MAX)),
+    "flush.policy": ("flush", _flush_policy),
+    "flush.ms": ("flush_interval_ms", _int_in(0)),
+    "message.timestamp.type": ("log_append_time", _timestamp_type),
+    "max.message.bytes": ("max_message_bytes", _int_in(0, _INT32_MAX)),
+}
+
+
+@dataclass
+class LogConfig:
+    """Settings of one partition log; replaceable at runtime (takes effect on the next roll,
+    retention pass or flush decision).
+
+    ``flush``: "always" fsyncs before an append is acknowledged (group-committed by
+    ``FlushScheduler``), "interval" every ``flush_interval_ms``, "os" leaves it to the page cache
+    (Kafka's default) and fsyncs only rolled segments and on close.
+    """
+
+    segment_bytes: int = 1 << 30
+    segment_ms: int = 7 * 24 * 3600_000
+    retention_ms: int = 7 * 24 * 3600_000
+    retention_bytes: int = -1
+    index_interval_bytes: int = 4096
+    flush: str = "os"
+    flush_interval_ms: int = 1000
+    log_append_time: bool = False
+    max_message_bytes: int = 1048588
+    # Every topic config given by name, known or not, so DescribeConfigs can echo it back.
+    topic_configs: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.flush not in FLUSH_POLICIES:
+            raise ValueError(f"flush must be one of {', '.join(FLUSH_POLICIES)}, got {self.flush!r}")
+
+    @classmethod
+    def from_topic_configs(
+        cls, configs: Mapping[str, str], defaults: LogConfig | None = None
+    ) -> LogConfig:
+        """Apply Kafka-named ``configs`` on top of ``defaults``.
+
+        Bad values raise ValueError naming the config; unknown names are kept in
+        ``topic_configs`` and otherwise ignored. ``flush.messages=1`` means fsync every append
+        ("always"); an explicit ``flush.ms`` below Kafka's "never" value selects "interval"
+        unless ``flush.policy`` says otherwise.
+        """
+        base = defaults if defaults is not None else cls()
+        changes: dict[str, object] = {}
+        for name, text in configs.items():
+            if name in _KNOWN:
+                attr, parse = _KNOWN[name]
+                changes[attr] = parse(name, str(text))
+        if "flush.policy" not in configs:
+            if "flush.messages" in configs:
+                messages = _int_in(1)("flush.messages", str(configs["flush.messages"]))
+                if messages == 1:
+                    changes["flush"] = "always"
+            if changes.get("flush") != "always" and "flush.ms" in configs:
+                if int(changes["flush_interval_ms"]) < _INT64_MAX:  # type: ignore[call-overload]
+                    changes["flush"] = "interval"
+        merged = {**base.topic_configs, **{k: str(v) for k, v in configs.items()}}
+        return replace(base, **changes, topic_configs=merged)
+
+    def to_topic_configs(self) -> dict[str, str]:
+        """Kafka names and string values of every known setting (plus any kept unknown ones)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = dict(self.topic_configs)
+        for name, (attr, _) in _KNOWN.items():
+            value = values[attr]
+            if attr == "log_append_time":
+                out[name] = "LogAppendTime" if value else "CreateTime"
+            else:
+                out[name] = str(value)
+        return out
