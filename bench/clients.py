@@ -63,14 +63,27 @@ def _consumer(spec: dict[str, Any], errors: _Errors) -> Consumer:
         "fetch.max.bytes": 52_428_800,
         "max.partition.fetch.bytes": 10_485_760,
         "queued.max.messages.kbytes": 262_144,
+        # A broker may answer with more than max.partition.fetch.bytes; librdkafka then finds its
+        # queue "full" and by default pauses fetching for a whole second (fetch.queue.backoff.ms).
+        "queued.min.messages": 1_000_000,
+        "fetch.queue.backoff.ms": 10,
         "error_cb": errors,
     }
+    if "fetch_wait_max_ms" in spec:
+        conf["fetch.wait.max.ms"] = spec["fetch_wait_max_ms"]
     return Consumer(conf)
 
 
 def _partitions(client: Producer | Consumer, topic: str) -> list[int]:
     md = client.list_topics(topic, timeout=30)
     return sorted(md.topics[topic].partitions)
+
+
+def _connect_leaders(c: Consumer, topic: str, parts: list[int]) -> None:
+    """Open the partition leaders' connections before timing: otherwise librdkafka's first
+    offset lookup after assign() waits ~0.5 s for the leader to come up, on any broker."""
+    for p in parts:
+        c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
 
 
 def produce(spec: dict[str, Any]) -> dict[str, Any]:
@@ -105,13 +118,15 @@ def consume(spec: dict[str, Any]) -> dict[str, Any]:
     c = _consumer(spec, errors)
     topic, count = spec["topic"], spec["count"]
     parts = _partitions(c, topic)
+    _connect_leaders(c, topic, parts)
     _say("START")
     t0 = time.perf_counter()
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     got = nbytes = 0
     last = time.perf_counter()
     while got < count:
-        batch = c.consume(10_000, 1.0)
+        # consume() waits for the full batch or the timeout: never ask for more than is left.
+        batch = c.consume(min(10_000, count - got), 1.0)
         now = time.perf_counter()
         if not batch:
             if now - last > _STALL_S:
@@ -169,8 +184,8 @@ def latency_consume(spec: dict[str, Any]) -> dict[str, Any]:
     topic, rate = spec["topic"], spec["rate"]
     skip = int(rate * spec["warmup_s"])
     total = skip + int(rate * spec["duration_s"])
+    _connect_leaders(c, topic, [0])
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
     c.consume(1, 0.2)
     _say("READY")
     unpack, now_ns = _STAMP.unpack_from, time.time_ns
@@ -180,8 +195,11 @@ def latency_consume(spec: dict[str, Any]) -> dict[str, Any]:
     last = time.perf_counter()
     deadline = last + spec["warmup_s"] + spec["duration_s"] + 120
     while last_seq < total - 1:
-        batch = c.consume(1000, 0.1)
+        # poll() returns on the first record; consume(n, 0) then drains what is already queued
+        # (a blocking consume(n, t) would hold records back until n arrive or t expires).
+        first = c.poll(0.1)
         received = now_ns()
+        batch = [first, *c.consume(1000, 0)] if first is not None else []
         mono = time.perf_counter()
         if mono > deadline or (seen and not batch and mono - last > 10):
             break

@@ -67,6 +67,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def install_cleanup() -> None:
     """Hook `kill_all` into exit and SIGTERM/SIGHUP; Ctrl-C unwinds through `finally` blocks."""
     atexit.register(kill_all)
+    # A shell starting us in the background may have set SIGINT to "ignore"; Ctrl-C must work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, _on_sigterm)

@@ -82,7 +82,7 @@ def test_every_client_class_covers_a_supported_api():
 )
 def test_default_requests_of_every_supported_version_parse(api_key, version):
     request = CLIENT_CLASSES[api_key][version]()
-    header, body = Client().send(request)
+    _header, body = Client().send(request)
     assert type(body).__name__ in ("ProduceRequestData", request.name)
 
 
@@ -96,8 +96,13 @@ def test_produce_request_from_kafka_python(version):
         acks=-1,
         timeout_ms=1500,
         topic_data=[
-            topic(name="orders", partition_data=[partition(index=0, records=batch),
-                                                 partition(index=2, records=None)]),
+            topic(
+                name="orders",
+                partition_data=[
+                    partition(index=0, records=batch),
+                    partition(index=2, records=None),
+                ],
+            ),
             topic(name="audit", partition_data=[partition(index=1, records=b"")]),
         ],
     )
@@ -105,8 +110,13 @@ def test_produce_request_from_kafka_python(version):
     header, body = client.send(request)
     assert isinstance(body, ProduceRequestData)
     assert (body.transactional_id, body.acks, body.timeout_ms) == ("tx-1", -1, 1500)
-    assert [(t.name, [(p.index, p.records if p.records is None else bytes(p.records))
-                      for p in t.partitions]) for t in body.topics] == [
+    assert [
+        (
+            t.name,
+            [(p.index, p.records if p.records is None else bytes(p.records)) for p in t.partitions],
+        )
+        for t in body.topics
+    ] == [
         ("orders", [(0, batch), (2, None)]),
         ("audit", [(1, b"")]),
     ]
@@ -132,8 +142,13 @@ def test_fetch_request_and_response_with_kafka_python(version):
         max_wait_ms=500,
         min_bytes=1,
         max_bytes=1 << 20,
-        topics=[topic(topic="events", topic_id=topic_id,
-                      partitions=[part(partition=0, fetch_offset=17, partition_max_bytes=4096)])],
+        topics=[
+            topic(
+                topic="events",
+                topic_id=topic_id,
+                partitions=[part(partition=0, fetch_offset=17, partition_max_bytes=4096)],
+            )
+        ],
     )
     client = Client()
     header, body = client.send(request)
@@ -161,7 +176,7 @@ def test_fetch_request_and_response_with_kafka_python(version):
 @pytest.mark.parametrize("version", range(5))
 def test_api_versions_round_trip_with_kafka_python(version):
     client = Client()
-    header, body = client.send(ApiVersionsRequest[version]())
+    header, _body = client.send(ApiVersionsRequest[version]())
     response = client.receive(encode_response(header, api_versions_response(version)))
     assert response.error_code == 0
     assert {a.api_key: (a.min_version, a.max_version) for a in response.api_keys} == SUPPORTED_APIS
@@ -197,8 +212,15 @@ def test_metadata_round_trip_with_kafka_python(version):
 def test_create_topics_request_from_kafka_python():
     topic = CreateTopicsRequest.CreatableTopic
     request = CreateTopicsRequest[7](
-        topics=[topic(name="t1", num_partitions=3, replication_factor=1, assignments=[],
-                      configs=[topic.CreatableTopicConfig(name="cleanup.policy", value="compact")])],
+        topics=[
+            topic(
+                name="t1",
+                num_partitions=3,
+                replication_factor=1,
+                assignments=[],
+                configs=[topic.CreatableTopicConfig(name="cleanup.policy", value="compact")],
+            )
+        ],
         timeout_ms=2000,
         validate_only=False,
     )

@@ -54,7 +54,9 @@ def kio_frame(version, correlation_id, throttle_ms, error_code, session_id, topi
             parts.append(module.PartitionData(**kwargs))
         key = "topic_id" if version >= 13 else "topic"
         responses.append(module.FetchableTopicResponse(**{key: topic, "partitions": tuple(parts)}))
-    kwargs = dict(throttle_time=datetime.timedelta(milliseconds=throttle_ms), responses=tuple(responses))
+    kwargs = dict(
+        throttle_time=datetime.timedelta(milliseconds=throttle_ms), responses=tuple(responses)
+    )
     if "error_code" in response_fields:
         kwargs["error_code"] = ErrorCode(error_code)
         kwargs["session_id"] = session_id
@@ -109,7 +111,9 @@ def test_records_are_passed_through_without_copying(version):
     records = memoryview(stored)[100:600]
     topic = uuid.uuid4() if version >= 13 else "events"
     partition = FetchPartitionResult(0, 0, 10, 10, 0, records)
-    chunks = encode_fetch_response(RequestHeader(1, version, 1, None), 0, 0, 0, [(topic, [partition])])
+    chunks = encode_fetch_response(
+        RequestHeader(1, version, 1, None), 0, 0, 0, [(topic, [partition])]
+    )
     assert any(chunk is records for chunk in chunks)
     total = sum(len(c) for c in chunks)
     assert int.from_bytes(bytes(chunks[0][:4]), "big") == total - 4

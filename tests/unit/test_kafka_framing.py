@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -66,7 +67,7 @@ def test_any_chunking_yields_the_same_frames(cuts):
     bounds = sorted({0, len(STREAM), *cuts})
     framer = RequestFramer()
     frames = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         chunk = STREAM[start:end]
         # Alternate buffer types: the framer must copy what it does not own.
         frames += framer.feed(bytearray(chunk) if start % 2 else chunk)

@@ -62,7 +62,10 @@ def summary(data):
         data.acks,
         data.timeout_ms,
         [
-            (t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partitions])
+            (
+                t.name,
+                [(p.index, None if p.records is None else bytes(p.records)) for p in t.partitions],
+            )
             for t in data.topics
         ],
     )
@@ -96,11 +99,19 @@ def test_decode_produce_agrees_with_kio(version, transactional_id, acks, timeout
     body = kio_bytes(type(request), request)
     ours = decode_produce(version, memoryview(body))
     theirs, _ = entity_reader(type(request))(body, 0)
-    assert summary(ours) == (transactional_id, acks, timeout_ms, [
-        (name, [(i, None if r is None else bytes(r)) for i, r in parts]) for name, parts in topics
-    ])
+    assert summary(ours) == (
+        transactional_id,
+        acks,
+        timeout_ms,
+        [
+            (name, [(i, None if r is None else bytes(r)) for i, r in parts])
+            for name, parts in topics
+        ],
+    )
     assert ours.timeout_ms == millis(theirs.timeout)
-    assert [(t.name, [(p.index, p.records) for p in t.partition_data]) for t in theirs.topic_data] == [
+    assert [
+        (t.name, [(p.index, p.records) for p in t.partition_data]) for t in theirs.topic_data
+    ] == [
         (t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partitions])
         for t in ours.topics
     ]
@@ -128,8 +139,16 @@ def test_flexible_produce_skips_unknown_tagged_fields(version):
     # carrying an unknown tag (tag 7, 2 bytes).
     tag = b"\x01\x07\x02zz"
     body = (
-        b"\x00" + struct.pack(">hi", 1, 5) + b"\x02" + b"\x02t" + b"\x02"
-        + struct.pack(">i", 3) + b"\x04abc" + tag + tag + tag
+        b"\x00"
+        + struct.pack(">hi", 1, 5)
+        + b"\x02"
+        + b"\x02t"
+        + b"\x02"
+        + struct.pack(">i", 3)
+        + b"\x04abc"
+        + tag
+        + tag
+        + tag
     )
     data = decode_produce(version, memoryview(body))
     assert summary(data) == (None, 1, 5, [("t", [(3, b"abc")])])
@@ -164,7 +183,9 @@ def kio_response(version, topics, throttle_ms):
     for name, partitions in topics:
         parts = []
         for p in partitions:
-            kwargs = dict(index=p.index, error_code=ErrorCode(p.error_code), base_offset=p.base_offset)
+            kwargs = dict(
+                index=p.index, error_code=ErrorCode(p.error_code), base_offset=p.base_offset
+            )
             kwargs["log_append_time"] = (
                 None if p.log_append_time == -1 else tz_aware_from_i64(p.log_append_time)
             )

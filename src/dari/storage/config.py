@@ -76,7 +76,8 @@ class LogConfig:
 
     def __post_init__(self) -> None:
         if self.flush not in FLUSH_POLICIES:
-            raise ValueError(f"flush must be one of {', '.join(FLUSH_POLICIES)}, got {self.flush!r}")
+            choices = ", ".join(FLUSH_POLICIES)
+            raise ValueError(f"flush must be one of {choices}, got {self.flush!r}")
 
     @classmethod
     def from_topic_configs(
@@ -100,9 +101,9 @@ class LogConfig:
                 messages = _int_in(1)("flush.messages", str(configs["flush.messages"]))
                 if messages == 1:
                     changes["flush"] = "always"
-            if changes.get("flush") != "always" and "flush.ms" in configs:
-                if int(changes["flush_interval_ms"]) < _INT64_MAX:  # type: ignore[call-overload]
-                    changes["flush"] = "interval"
+            interval = changes.get("flush_interval_ms", _INT64_MAX)
+            if changes.get("flush") != "always" and interval != _INT64_MAX:
+                changes["flush"] = "interval"
         merged = {**base.topic_configs, **{k: str(v) for k, v in configs.items()}}
         return replace(base, **changes, topic_configs=merged)
 

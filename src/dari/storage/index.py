@@ -53,6 +53,11 @@ class _IndexFile:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         return self._fd
 
+    def write_pending_if_over(self, threshold: int) -> None:
+        """Entries are derived data, rebuilt after a crash, so they may be written lazily."""
+        if len(self._pending) >= threshold:
+            self.write_pending()
+
     def write_pending(self) -> None:
         if self._pending:
             data = self._pending
@@ -82,7 +87,9 @@ class _IndexFile:
         except FileNotFoundError:
             raise IndexCorruptError(f"{path.name} is missing") from None
         if len(raw) % cls.entry_size:
-            raise IndexCorruptError(f"{path.name} size {len(raw)} is not a multiple of {cls.entry_size}")
+            raise IndexCorruptError(
+                f"{path.name} size {len(raw)} is not a multiple of {cls.entry_size}"
+            )
         return raw
 
 

@@ -114,9 +114,7 @@ def remove_leftovers(directory: Path) -> list[Path]:
     return removed
 
 
-def load_log(
-    directory: Path, index_interval_bytes: int, now_ms: int
-) -> LoadedLog:
+def load_log(directory: Path, index_interval_bytes: int, now_ms: int) -> LoadedLog:
     """Open (and if needed repair) every segment of the log in ``directory``."""
     clean = (directory / CLEAN_SHUTDOWN_FILE).exists()
     checkpoint = read_checkpoint(directory)
@@ -135,7 +133,9 @@ def load_log(
             # Offsets must stay contiguous: whatever follows a gap or overlap is unreachable.
             log.warning(
                 "%s ends at offset %d but the next segment starts at %d; dropping later segments",
-                segments[-1].log_path, segments[-1].next_offset, base,
+                segments[-1].log_path,
+                segments[-1].next_offset,
+                base,
             )
             for later in bases[i:]:
                 LogSegment.open(directory, later).delete()

@@ -32,6 +32,7 @@ TIME_INDEX_SUFFIX = ".timeindex"
 SCAN_CHUNK = 16 * 1024
 RECOVER_CHUNK = 8 * 1024 * 1024
 NO_TIMESTAMP = -1
+INDEX_WRITE_BATCH = 4096  # index entries reach their file in writes of this many bytes
 _MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD
 
 
@@ -63,6 +64,7 @@ class LogSegment:
         self._bytes_since_index = 0
         self._io_lock = threading.Lock()
         self.closed = False
+        self.deleted = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -91,27 +93,26 @@ class LogSegment:
         self.offset_index = OffsetIndex.load(self.offset_index.path, self.base_offset, self.size)
         self.time_index = TimeIndex.load(self.time_index.path, self.base_offset)
         start = self.offset_index.last_position
+        expected = self.base_offset
         if len(self.offset_index):
             header = self._header_at(start)
-            if header is None or header.last_offset != self.base_offset + self.offset_index.offsets[-1]:
+            indexed = self.base_offset + self.offset_index.offsets[-1]
+            if header is None or header.last_offset != indexed:
                 raise IndexCorruptError(f"{self.offset_index.path.name} disagrees with the log")
+            expected = header.base_offset
         last_entry = self.time_index.last_entry
         if last_entry is not None:
             self.max_timestamp, self.offset_of_max_timestamp = last_entry
-        expected = None
         for position, header in self.iter_headers(start):
-            if header.magic != MAGIC_V2 or (expected is not None and header.base_offset != expected):
+            if header.magic != MAGIC_V2 or header.base_offset != expected:
                 raise CorruptRecordError(f"unexpected batch at byte {position} of {self.log_path}")
             expected = header.next_offset
             if header.max_timestamp > self.max_timestamp:
                 self.max_timestamp = header.max_timestamp
                 self.offset_of_max_timestamp = header.base_offset
-        if expected is None:
-            if self.size:
-                raise CorruptRecordError(f"no batch at byte {start} of {self.log_path}")
-        else:
-            self.next_offset = expected
-        if self.time_index.last_entry is not None and self.time_index.last_entry[1] >= self.next_offset:
+        self.next_offset = expected
+        last_entry = self.time_index.last_entry
+        if last_entry is not None and last_entry[1] >= self.next_offset:
             raise IndexCorruptError(f"{self.time_index.path.name} points past the log end")
         self._bytes_since_index = self.size - start
         self.rolling_ms = self._first_batch_time(now_ms)
@@ -156,16 +157,14 @@ class LogSegment:
             # valid_prefix stopped early: either the chunk ended inside a batch (read on) or
             # the batch at ``pos`` is bad (truncate there).
             rest = len(chunk) - length
-            in_chunk_end = pos + rest
+            more_on_disk = pos + rest < file_size
             size = peek_size(chunk, length)
-            if in_chunk_end < file_size and (rest < HEADER_SIZE or (size is not None and size > rest)):
-                if size is not None and size >= HEADER_SIZE and pos + size <= file_size:
-                    need = max(RECOVER_CHUNK, size)
-                    continue
-                if rest < HEADER_SIZE:
-                    need = RECOVER_CHUNK
-                    continue
-            stop = True
+            if more_on_disk and size is not None and rest < size and pos + size <= file_size:
+                need = max(RECOVER_CHUNK, size)  # the batch continues past this chunk
+            elif more_on_disk and rest < HEADER_SIZE:
+                need = RECOVER_CHUNK  # the header continues past this chunk
+            else:
+                stop = True  # torn or corrupt batch at ``pos``
         truncated = file_size - pos
         if truncated:
             os.ftruncate(self.fd, pos)
@@ -175,6 +174,7 @@ class LogSegment:
         self._bytes_since_index = since
         self.offset_index.reset(offsets, positions)
         self.time_index.reset(timestamps, time_offsets)
+        self.seal()
         self.rolling_ms = self._first_batch_time(now_ms)
         return truncated
 
@@ -207,8 +207,16 @@ class LogSegment:
             os.close(self.fd)
 
     def delete(self) -> None:
-        """Close and unlink; the ``.deleted`` rename makes a crash midway harmless on restart."""
+        self.delete_files()
         self.close()
+
+    def delete_files(self) -> None:
+        """Unlink the files but keep the descriptor readable until ``close``. The ``.deleted``
+        rename makes a crash midway harmless: restart removes the leftovers."""
+        with self._io_lock:
+            if self.deleted:
+                return
+            self.deleted = True
         doomed = self.log_path.with_name(self.log_path.name + ".deleted")
         os.rename(self.log_path, doomed)
         for path in (self.offset_index.path, self.time_index.path, doomed):
@@ -260,8 +268,8 @@ class LogSegment:
         self.max_timestamp, self.offset_of_max_timestamp = max_ts, max_ts_offset
         self.size = position
         self.next_offset = offset
-        offset_index.write_pending()
-        time_index.write_pending()
+        offset_index.write_pending_if_over(INDEX_WRITE_BATCH)
+        time_index.write_pending_if_over(INDEX_WRITE_BATCH)
 
     # ---- read ------------------------------------------------------------------------------
 
@@ -327,10 +335,13 @@ class LogSegment:
     def read_batch(self, position: int, header: BatchHeader) -> bytes:
         return _pread_all(self.fd, header.size, position)
 
-    def find_timestamp(self, timestamp: int, min_offset: int) -> tuple[int, BatchHeader] | None:
-        """The first batch with offsets >= ``min_offset`` whose max timestamp >= ``timestamp``."""
+    def iter_timestamp_candidates(
+        self, timestamp: int, min_offset: int
+    ) -> Iterator[tuple[int, BatchHeader]]:
+        """Batches with offsets >= ``min_offset`` whose max timestamp >= ``timestamp``, in
+        order, starting from the time index's best guess instead of the segment start."""
         if self.max_timestamp < timestamp or min_offset >= self.next_offset:
-            return None
+            return
         start = 0
         indexed = self.time_index.lookup(timestamp)
         if indexed is not None:
@@ -338,8 +349,14 @@ class LogSegment:
         start = max(start, self.offset_index.lookup(min_offset))
         for position, header in self.iter_headers(start):
             if header.last_offset >= min_offset and header.max_timestamp >= timestamp:
-                return position, header
-        return None
+                yield position, header
+
+    def truncate_to(self, offset: int, now_ms: int, index_interval_bytes: int) -> None:
+        """Cut the log before the batch holding ``offset`` and rebuild the indexes."""
+        found = self.find(offset)
+        if found is not None:
+            os.ftruncate(self.fd, found[0])
+        self.recover(now_ms, index_interval_bytes)
 
     def _header_at(self, position: int) -> BatchHeader | None:
         if position + HEADER_SIZE > self.size:

@@ -35,6 +35,7 @@ from dari.protocol.kafka.errors import (
     UnknownApiError,
     UnsupportedVersionError,
 )
+from dari.protocol.kafka.guard import check_bounds
 from dari.protocol.kafka.produce import decode_produce
 
 __all__ = [
@@ -57,7 +58,13 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 # Anything kio's reader may raise on hostile bytes; all of it is the peer's fault. kio raises
 # KeyError for a tagged field its schema does not know (Kafka would skip it).
 _DECODE_ERRORS = (
-    SerialError, ValueError, TypeError, OverflowError, IndexError, KeyError, struct.error
+    SerialError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    IndexError,
+    KeyError,
+    struct.error,
 )
 
 
@@ -71,7 +78,7 @@ class RequestHeader:
 
 @cache
 def request_class(api_key: int, api_version: int) -> type:
-    """The kio request class of an API version (KeyError-free: raises kio's index errors)."""
+    """The kio request class of an API version (kio raises KioIndexError for unknown ones)."""
     return load_request_schema(api_key, api_version)
 
 
@@ -125,6 +132,7 @@ def parse_request(
         if api_key == ApiKey.PRODUCE:
             body: object = decode_produce(api_version, view[pos:])
         else:
+            check_bounds(cls, view, pos)
             body, _size = _reader(cls)(view, pos)
     except KafkaProtocolError as exc:
         exc.header = header
@@ -162,8 +170,7 @@ def encode_response(header: RequestHeader, response: object) -> bytes:
             or getattr(cls, "__type__", None) is not EntityType.response
         ):
             raise TypeError(
-                f"{cls.__name__} is not the response to API {header.api_key}"
-                f" v{header.api_version}"
+                f"{cls.__name__} is not the response to API {header.api_key} v{header.api_version}"
             )
         _writer(cls)(buf, response)
     out = buf.getbuffer()
