@@ -17,6 +17,7 @@ from dari.config import Settings, parse_hostport
 from dari.server.kafka import KafkaConnection
 from dari.server.kafka_handlers import KafkaHandlers
 from dari.storage import FlushScheduler, LogConfig, LogStore
+from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import TopicManager, remove_orphan_dirs
 from dari.streams.waiters import AppendWaiters
 
@@ -94,6 +95,7 @@ class Broker:
             advertised=self._advertised,
             auto_create=settings["auto.create.topics.enable"],
             message_max_bytes=settings["message.max.bytes"],
+            producer_ids=ProducerIdManager(settings.data_dir / ".meta"),
         )
         host, port = parse_hostport(settings["kafka"])
         max_request = settings["socket.request.max.bytes"]

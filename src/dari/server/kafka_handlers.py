@@ -43,6 +43,7 @@ from dari.streams.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
+from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import Topic, TopicManager, check_topic_name
 from dari.streams.waiters import AppendWaiters
 
@@ -76,7 +77,9 @@ class _Build:
         self.module = sys.modules[self.response.__module__]
 
     def __call__(self, __name: str | None = None, **fields: Any) -> Any:
-        cls = self.response if __name is None else getattr(self.module, __name)
+        cls = self.response if __name is None else getattr(self.module, __name, None)
+        if cls is None:  # this version has no such entity; its field is filtered out too
+            return None
         allowed = cls.__dataclass_fields__
         return cls(**{k: v for k, v in fields.items() if k in allowed})
 
@@ -99,7 +102,9 @@ class KafkaHandlers:
         advertised: Callable[[], tuple[str, int]],
         auto_create: bool,
         message_max_bytes: int,
+        producer_ids: ProducerIdManager,
     ) -> None:
+        self.producer_ids = producer_ids
         self.topics = topics
         self.flusher = flusher
         self.waiters = waiters
@@ -117,6 +122,7 @@ class KafkaHandlers:
             ApiKey.CREATE_TOPICS: self.create_topics,
             ApiKey.DELETE_TOPICS: self.delete_topics,
             ApiKey.CREATE_PARTITIONS: self.create_partitions,
+            ApiKey.INIT_PRODUCER_ID: self.init_producer_id,
         }
 
     # -- helpers ---------------------------------------------------------------------------
@@ -406,14 +412,19 @@ class KafkaHandlers:
                     error_code=error,
                     error_message=message,
                     topic_config_error_code=0,
-                    num_partitions=len(topic.partitions) or req_topic.num_partitions
-                    if topic
-                    else -1,
+                    num_partitions=self._partition_count(topic, req_topic.num_partitions),
                     replication_factor=1 if topic else -1,
                     configs=self._config_entries(build, topic) if topic else None,
                 )
             )
         return build(throttle_time=ZERO, topics=tuple(results))
+
+    def _partition_count(self, topic: Topic | None, requested: int) -> int:
+        if topic is None:
+            return -1
+        if topic.partitions:
+            return len(topic.partitions)
+        return self.topics.default_partitions if requested == -1 else requested
 
     def _config_entries(self, build: _Build, topic: Topic) -> tuple[Any, ...]:
         return tuple(
@@ -478,3 +489,22 @@ class KafkaHandlers:
                 )
             )
         return build(throttle_time=ZERO, results=tuple(results))
+
+    def init_producer_id(self, header: RequestHeader, req: Any) -> Response:
+        build = _Build(header)
+        if req.transactional_id is not None:
+            # Transactions come with the group coordinator; refuse clearly until then.
+            return build(
+                throttle_time=ZERO,
+                error_code=ErrorCode.transactional_id_authorization_failed,
+                producer_id=-1,
+                producer_epoch=-1,
+            )
+        old_id = getattr(req, "producer_id", -1)
+        if old_id >= 0:
+            producer_id, epoch = self.producer_ids.bump(old_id, req.producer_epoch)
+        else:
+            producer_id, epoch = self.producer_ids.allocate(), 0
+        return build(
+            throttle_time=ZERO, error_code=NO_ERROR, producer_id=producer_id, producer_epoch=epoch
+        )
