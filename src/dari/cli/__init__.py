@@ -59,6 +59,10 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The schema library registers property-testing strategies whenever hypothesis is
+    # importable (as in a test environment); the broker never uses them and the import
+    # costs a third of start-up.
+    sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
