@@ -134,6 +134,11 @@ class Client:
         procs.stop(self.proc, timeout=10)
 
 
+def _describe(exc: BaseException) -> str:
+    """A short, never empty, error text (str() of a bare TimeoutError is '')."""
+    return (str(exc) or repr(exc))[:300]
+
+
 def _timeout(count: int) -> float:
     """Generous per-client limit so a stuck broker fails one row instead of hanging the run."""
     return 60.0 + count / 5_000
@@ -207,16 +212,19 @@ class KafkaBench:
         finally:
             client.close()
 
-    def _throughput(self, name: str, group: str, scenario: str, count: int, size: int,
-                    run: Any) -> None:
+    def _throughput(self, broker: brokers.Broker, group: str, scenario: str, count: int,
+                    size: int, run: Any) -> None:
         """Run `run() -> (records, seconds, window, detail)` and add msg/s and MB/s rows."""
+        name = broker.name
         try:
+            if not broker.alive():
+                raise ClientFailed(f"broker exited with code {broker.proc.returncode}")
             records, seconds, window, detail = run()
             error = None if records == count else f"{records} of {count} records"
         except Exception as exc:  # one failed row must not stop the run
-            records, seconds, window, detail, error = 0, 0.0, None, {}, str(exc)[:300]
+            records, seconds, window, detail, error = 0, 0.0, None, {}, _describe(exc)
         ok = error is None and seconds > 0
-        cpu = window.cpu_pct if window else None
+        cpu = window.cpu_pct if window and ok else None
         detail = {"count": count, "size": size, "seconds": seconds, **detail}
         rates = (("msg/s", records / seconds if ok else None),
                  ("MB/s", records * size / seconds / 1e6 if ok else None))
@@ -259,7 +267,7 @@ class KafkaBench:
             acked = stored if res["count"] == count else min(stored, res["count"])
             return acked, res["elapsed_s"], window, {"stored": stored, **res}
 
-        self._throughput(broker.name, group, f"produce {size} B acks={acks}", count, size, run)
+        self._throughput(broker, group, f"produce {size} B acks={acks}", count, size, run)
         return topic
 
     def produce(self, broker: brokers.Broker) -> dict[int, str]:
@@ -287,7 +295,7 @@ class KafkaBench:
                 res, window = self._run_client(broker, spec, count)
                 return res["count"], res["elapsed_s"], window, res
 
-            self._throughput(broker.name, "consume", f"consume {size} B", count, size, run)
+            self._throughput(broker, "consume", f"consume {size} B", count, size, run)
 
     def _kcat(self, broker: brokers.Broker, args: list[str],
               timeout: float) -> tuple[str, Window]:
@@ -335,7 +343,7 @@ class KafkaBench:
                 return stored, window.wall_s, window, {"stored": stored,
                                                        "stderr": stderr[-300:]}
 
-            self._throughput(broker.name, "kcat", f"kcat produce {size} B acks={acks}", count,
+            self._throughput(broker, "kcat", f"kcat produce {size} B acks={acks}", count,
                              size, produce_run)
 
         def consume_run() -> Any:
@@ -351,7 +359,7 @@ class KafkaBench:
             got = sum(int(off) for _, off in _KCAT_EOF.findall(stderr))
             return got, window.wall_s, window, {"eof_lines": len(_KCAT_EOF.findall(stderr))}
 
-        self._throughput(broker.name, "kcat", f"kcat consume {size} B", count, size,
+        self._throughput(broker, "kcat", f"kcat consume {size} B", count, size,
                          consume_run)
 
     def latency(self, broker: brokers.Broker) -> None:
@@ -369,6 +377,8 @@ class KafkaBench:
                                   "warmup_s": s.latency_warmup_s, "size": s.latency_size}
         window: Window | None = None
         try:
+            if not broker.alive():
+                raise ClientFailed(f"broker exited with code {broker.proc.returncode}")
             topic = self._topic(broker, "latency", 1)
             deadline = time.perf_counter() + s.latency_warmup_s + s.latency_duration_s + 180
             wait = {} if fetch_wait_ms is None else {"fetch_wait_max_ms": fetch_wait_ms}
@@ -388,10 +398,10 @@ class KafkaBench:
                 error = f"received {res['count']} of {res['expected']} records"
             detail = {**res, "producer": prod_res}
         except Exception as exc:
-            res, detail, error = {}, {}, str(exc)[:300]
-        cpu = window.cpu_pct if window else None
+            res, detail, error = {}, {}, _describe(exc)
+        cpu = window.cpu_pct if window and not error else None
         for metric in ("p50", "p99"):
-            value = res.get(f"{metric}_ms")
+            value = None if error else res.get(f"{metric}_ms")
             self.results.add(broker.name, Entry("latency", scenario, metric, "ms", "lower",
                                                 value, cpu, error, detail))
 

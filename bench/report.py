@@ -64,6 +64,8 @@ def _pct(value: float | None) -> str:
 def _ratio(a: Entry | None, b: Entry | None) -> str:
     if not a or not b or a.value is None or b.value is None or not b.value:
         return "-"
+    if math.isnan(a.value) or math.isnan(b.value):
+        return "-"
     return f"{a.value / b.value:.2f}x"
 
 
