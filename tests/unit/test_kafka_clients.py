@@ -12,6 +12,7 @@ from kafka.protocol.consumer import FetchRequest, ListOffsetsRequest
 from kafka.protocol.metadata import ApiVersionsRequest, MetadataRequest
 from kafka.protocol.parser import KafkaProtocol
 from kafka.protocol.producer import ProduceRequest
+from kafka.protocol.producer.transaction import InitProducerIdRequest
 
 from dari.protocol.kafka import (
     SUPPORTED_APIS,
@@ -41,6 +42,7 @@ CLIENT_CLASSES = {
     18: ApiVersionsRequest,
     19: CreateTopicsRequest,
     20: DeleteTopicsRequest,
+    22: InitProducerIdRequest,
     37: CreatePartitionsRequest,
 }
 
