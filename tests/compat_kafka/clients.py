@@ -146,7 +146,7 @@ def consume_range(
                     assert err.code() == KafkaError._PARTITION_EOF, f"consumer error: {err}"
                     continue
                 out.append(to_record(msg))
-        return out
+        return out[:count]
     finally:
         c.close()
 

@@ -252,6 +252,10 @@ class KafkaHandlers:
                 try:
                     limit = min(part.partition_max_bytes, budget)
                     data = plog.read(part.fetch_offset, limit) if limit > 0 or total == 0 else b""
+                    if total and len(data) > limit:
+                        # Only the first partition with data may exceed the limits (KIP-74),
+                        # so one oversized batch can never stall a consumer.
+                        data = b""
                 except OffsetOutOfRangeError:
                     results.append(
                         FetchPartitionResult(
