@@ -71,7 +71,8 @@ def admin(bootstrap: str) -> AdminClient:
 def create_topic(
     bootstrap: str, topic: str, partitions: int = 1, config: dict[str, str] | None = None
 ) -> None:
-    futures = admin(bootstrap).create_topics(
+    client = admin(bootstrap)  # keep a reference: a collected client fails its futures
+    futures = client.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=10,
         request_timeout=15,

@@ -133,7 +133,8 @@ def test_admin_create_topics_and_explicit_partitions(module_broker: Broker, topi
 
 def test_create_existing_topic_is_rejected(module_broker: Broker, topic: str) -> None:
     create_topic(module_broker.bootstrap, topic, partitions=2)
-    futures = admin(module_broker.bootstrap).create_topics(
+    client = admin(module_broker.bootstrap)
+    futures = client.create_topics(
         [NewTopic(topic, num_partitions=2, replication_factor=1)], request_timeout=15
     )
     with pytest.raises(KafkaException) as info:
