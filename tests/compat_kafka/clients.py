@@ -125,6 +125,7 @@ def consume_range(
     partition: int = 0,
     start: int = OFFSET_BEGINNING,
     count: int | None = None,
+    timeout: float = WAIT_S,
     **config: object,
 ) -> list[Record]:
     """Read `count` records (default: up to the high watermark) from one assigned partition."""
@@ -136,10 +137,11 @@ def consume_range(
             count = max(high - first, 0)
         c.assign([TopicPartition(topic, partition, start)])
         out: list[Record] = []
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + timeout
         while len(out) < count:
             assert time.monotonic() < deadline, (
-                f"read {len(out)} of {count} records from {topic}[{partition}] in {WAIT_S:.0f} s"
+                f"read {len(out)} of {count} records from {topic}[{partition}] starting at "
+                f"{start} in {timeout:.0f} s (librdkafka logs protocol errors on stderr)"
             )
             for msg in c.consume(num_messages=1000, timeout=0.5):
                 err = msg.error()

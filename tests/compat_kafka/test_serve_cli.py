@@ -18,6 +18,9 @@ Factory = Callable[..., Broker]
 
 def test_sigint_exits_cleanly_and_keeps_data(make_broker: Factory, topic: str) -> None:
     broker = make_broker()
+    assert broker.stdout().splitlines() == [f"dari ready kafka={broker.bootstrap}"], (
+        f"stdout must be exactly the ready line:\n{broker.stdout()}"
+    )
     sent = batch(0, 20, "sigint")
     produce_all(producer(broker.bootstrap, acks="all"), topic, sent)
     broker.terminate(signal.SIGINT)

@@ -101,6 +101,7 @@ def test_acknowledged_records_survive_sigkill(make_broker: Callable[..., Broker]
     finally:
         stream.stop()
     assert not stream.thread.is_alive(), "producer did not finish flushing"
+    assert stream.failed, "no request was in flight at any kill: the crash was not mid-stream"
     assert not stream.double_acks, f"values acknowledged twice: {stream.double_acks[:10]}"
 
     acked = dict(stream.acked)

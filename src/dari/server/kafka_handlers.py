@@ -245,7 +245,7 @@ class KafkaHandlers:
                     code = ErrorCode.unknown_topic_id if by_id else (
                         ErrorCode.unknown_topic_or_partition
                     )
-                    results.append(FetchPartitionResult(part.partition, code, -1, -1, -1, None))
+                    results.append(FetchPartitionResult(part.partition, code, -1, -1, -1, b""))
                     continue
                 plog = topic.partitions[part.partition]
                 hw = plog.log_end_offset
@@ -260,7 +260,7 @@ class KafkaHandlers:
                     results.append(
                         FetchPartitionResult(
                             part.partition, ErrorCode.offset_out_of_range, hw, hw,
-                            plog.log_start_offset, None,
+                            plog.log_start_offset, b"",
                         )
                     )
                     continue
