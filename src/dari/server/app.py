@@ -65,6 +65,7 @@ class Broker:
         self.kafka_server: asyncio.Server | None = None
         self.kafka_address: tuple[str, int] | None = None
         self.connections: set[KafkaConnection] = set()
+        self.kafka_handlers: KafkaHandlers | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -97,6 +98,8 @@ class Broker:
             message_max_bytes=settings["message.max.bytes"],
             producer_ids=ProducerIdManager(settings.data_dir / ".meta"),
         )
+        self.kafka_handlers = handlers
+        # Further Kafka APIs (groups, admin) add their handlers to handlers.table here.
         host, port = parse_hostport(settings["kafka"])
         max_request = settings["socket.request.max.bytes"]
         self.kafka_server = await loop.create_server(
