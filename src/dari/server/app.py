@@ -17,6 +17,7 @@ from dari.config import Settings, parse_hostport
 from dari.server.kafka import KafkaConnection
 from dari.server.kafka_handlers import KafkaHandlers
 from dari.storage import FlushScheduler, LogConfig, LogStore
+from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import TopicManager, remove_orphan_dirs
 from dari.streams.waiters import AppendWaiters
@@ -66,6 +67,7 @@ class Broker:
         self.kafka_address: tuple[str, int] | None = None
         self.connections: set[KafkaConnection] = set()
         self.kafka_handlers: KafkaHandlers | None = None
+        self.producer_states = ProducerStates()
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -97,6 +99,7 @@ class Broker:
             auto_create=settings["auto.create.topics.enable"],
             message_max_bytes=settings["message.max.bytes"],
             producer_ids=ProducerIdManager(settings.data_dir / ".meta"),
+            producer_states=self.producer_states,
         )
         self.kafka_handlers = handlers
         # Further Kafka APIs (groups, admin) add their handlers to handlers.table here.
@@ -151,6 +154,7 @@ class Broker:
                         log.info("retention deleted %d segments of %s", deleted, plog.directory)
                 except Exception:
                     log.exception("maintenance of %s failed", plog.directory.name)
+            self.producer_states.snapshot_all()
 
     async def stop(self) -> None:
         if self.kafka_server is not None:
@@ -170,6 +174,7 @@ class Broker:
                 await asyncio.wait_for(self.kafka_server.wait_closed(), 1.0)
         if self.flusher is not None:
             await self.flusher.aclose()
+        self.producer_states.snapshot_all(closing=True)
         if self.topics is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.topics.close)
         self.store.close()

@@ -32,7 +32,7 @@ from dari.protocol.kafka.produce import (
     ProduceRequestData,
     encode_produce_response,
 )
-from dari.records.batch import CorruptRecordError, UnsupportedMagicError, validate
+from dari.records.batch import BatchHeader, CorruptRecordError, UnsupportedMagicError, validate
 from dari.storage import FlushScheduler, OffsetOutOfRangeError, PartitionLog
 from dari.streams.errors import (
     InvalidConfigError,
@@ -42,6 +42,11 @@ from dari.streams.errors import (
     StreamsError,
     TopicExistsError,
     UnknownTopicError,
+)
+from dari.streams.producer_state import (
+    PartitionProducerState,
+    ProducerStateError,
+    ProducerStates,
 )
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import Topic, TopicManager, check_topic_name
@@ -103,8 +108,10 @@ class KafkaHandlers:
         auto_create: bool,
         message_max_bytes: int,
         producer_ids: ProducerIdManager,
+        producer_states: ProducerStates,
     ) -> None:
         self.producer_ids = producer_ids
+        self.producer_states = producer_states
         self.topics = topics
         self.flusher = flusher
         self.waiters = waiters
@@ -198,11 +205,47 @@ class KafkaHandlers:
             log.warning("produce to %s-%d refused: %s", topic.name, index, exc)
             code = ErrorCode.corrupt_message
             return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
+        state = None
+        if headers[0].producer_id >= 0:
+            state = self.producer_states.get(plog)
+            try:
+                duplicate = self._check_sequences(state, headers)
+            except ProducerStateError as exc:
+                log.info("produce to %s-%d refused: %s", topic.name, index, exc)
+                code = ErrorCode[exc.code]
+                return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
+            if duplicate is not None:  # a retry of a stored batch: acknowledge, don't store
+                return PartitionResult(index, NO_ERROR, duplicate, -1, plog.log_start_offset)
         info = plog.append(bytearray(records), headers)
+        if state is not None:
+            offset = info.base_offset
+            for batch in headers:
+                state.record(batch, offset)
+                offset += batch.last_offset_delta + 1
         self.waiters.notify(plog)
         return PartitionResult(
             index, NO_ERROR, info.base_offset, info.log_append_time, plog.log_start_offset
         )
+
+    @staticmethod
+    def _check_sequences(state: PartitionProducerState, headers: list[BatchHeader]) -> int | None:
+        """Base offset of the stored original if this is a retry, else None (or raise)."""
+        first = headers[0]
+        duplicate = state.check(first)
+        if duplicate is not None:
+            return duplicate.base_offset
+        expected = first.base_sequence + first.last_offset_delta + 1
+        for batch in headers[1:]:
+            same_producer = (batch.producer_id, batch.producer_epoch) == (
+                first.producer_id,
+                first.producer_epoch,
+            )
+            if not same_producer or batch.base_sequence != expected & 0x7FFFFFFF:
+                raise ProducerStateError(
+                    "out_of_order_sequence_number", "batches of one request are not in sequence"
+                )
+            expected = batch.base_sequence + batch.last_offset_delta + 1
+        return None
 
     # -- Fetch -----------------------------------------------------------------------------
     def fetch(self, header: RequestHeader, req: Any) -> Handled:

@@ -1,0 +1,211 @@
+"""Idempotent-producer state: per partition, the last batches of each producer id and epoch.
+
+Kafka's rules (ProducerStateManager / ProducerAppendInfo): a batch whose sequence range equals one
+of the producer's last five batches is a retry — acknowledged with its original offset, not
+stored again; a batch must otherwise continue the sequence exactly; an older epoch is fenced.
+The state is rebuilt from the log's batch headers, starting from a snapshot written on close and
+periodically, so idempotence holds across restarts without scanning whole logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dari.records.batch import BatchHeader, parse_header
+from dari.storage import OffsetOutOfRangeError, PartitionLog
+
+log = logging.getLogger(__name__)
+
+CACHED_BATCHES = 5  # Kafka's NUM_BATCHES_TO_RETAIN, matching max.in.flight for idempotence
+INT32_MAX = (1 << 31) - 1
+SNAPSHOT_FILE = "producer-state.json"
+_SCAN_BYTES = 1 << 20
+
+
+class ProducerStateError(Exception):
+    """A batch the producer state refuses; ``code`` names the Kafka error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class BatchMeta:
+    first_seq: int
+    last_seq: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass(slots=True)
+class ProducerEntry:
+    epoch: int
+    batches: deque[BatchMeta] = field(default_factory=lambda: deque(maxlen=CACHED_BATCHES))
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else -1
+
+
+def _next_seq(seq: int) -> int:
+    return 0 if seq == INT32_MAX else seq + 1
+
+
+class PartitionProducerState:
+    """Producer entries of one partition log; owned by the event loop thread."""
+
+    def __init__(self, plog: PartitionLog) -> None:
+        self.plog = plog
+        self.producers: dict[int, ProducerEntry] = {}
+        self.end_offset = 0  # the log offset up to which ``producers`` reflects the log
+        self.dirty = False
+
+    # -- checking and recording appends ----------------------------------------------------
+    def check(self, header: BatchHeader) -> BatchMeta | None:
+        """Validate one idempotent batch; return the stored duplicate's metadata for a retry.
+
+        Raises ProducerStateError for a fenced epoch or a sequence gap.
+        """
+        entry = self.producers.get(header.producer_id)
+        first = header.base_sequence
+        last = (first + header.last_offset_delta) & INT32_MAX
+        if entry is None:
+            if first != 0:
+                raise ProducerStateError(
+                    "out_of_order_sequence_number",
+                    f"producer {header.producer_id} is unknown here and its first sequence is "
+                    f"{first}, not 0",
+                )
+            return None
+        if header.producer_epoch < entry.epoch:
+            raise ProducerStateError(
+                "invalid_producer_epoch",
+                f"producer {header.producer_id} epoch {header.producer_epoch} is older than "
+                f"the current epoch {entry.epoch}",
+            )
+        if header.producer_epoch > entry.epoch:
+            if first != 0:
+                raise ProducerStateError(
+                    "out_of_order_sequence_number",
+                    f"a new epoch of producer {header.producer_id} must start at sequence 0",
+                )
+            return None
+        for batch in entry.batches:
+            if batch.first_seq == first and batch.last_seq == last:
+                return batch
+        if first != _next_seq(entry.last_seq):
+            raise ProducerStateError(
+                "out_of_order_sequence_number",
+                f"producer {header.producer_id} sent sequence {first}, expected "
+                f"{_next_seq(entry.last_seq)}",
+            )
+        return None
+
+    def record(self, header: BatchHeader, base_offset: int) -> None:
+        """Remember a batch stored at ``base_offset`` (after the append)."""
+        entry = self.producers.get(header.producer_id)
+        if entry is None or header.producer_epoch != entry.epoch:
+            entry = ProducerEntry(header.producer_epoch)
+            self.producers[header.producer_id] = entry
+        first = header.base_sequence
+        entry.batches.append(
+            BatchMeta(
+                first,
+                (first + header.last_offset_delta) & INT32_MAX,
+                base_offset,
+                base_offset + header.last_offset_delta,
+            )
+        )
+        self.end_offset = base_offset + header.last_offset_delta + 1
+        self.dirty = True
+
+    # -- rebuilding ------------------------------------------------------------------------
+    def load(self) -> None:
+        """Start from the snapshot (if it is not ahead of the log) and replay the tail."""
+        path = self.plog.directory / SNAPSHOT_FILE
+        try:
+            snapshot = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            snapshot = None
+        if snapshot and snapshot["end_offset"] <= self.plog.log_end_offset:
+            self.end_offset = snapshot["end_offset"]
+            for pid, item in snapshot["producers"].items():
+                entry = ProducerEntry(item["epoch"])
+                entry.batches.extend(BatchMeta(*b) for b in item["batches"])
+                self.producers[int(pid)] = entry
+        else:
+            self.end_offset = self.plog.log_start_offset
+        self._replay()
+        self.dirty = False
+
+    def _replay(self) -> None:
+        offset = max(self.end_offset, self.plog.log_start_offset)
+        end = self.plog.log_end_offset
+        while offset < end:
+            try:
+                data = memoryview(self.plog.read(offset, _SCAN_BYTES))
+            except OffsetOutOfRangeError:
+                break
+            if not data:
+                break
+            pos = 0
+            while len(data) - pos >= 61:
+                header = parse_header(data, pos)
+                if header.producer_id >= 0 and header.base_offset >= offset:
+                    self.record(header, header.base_offset)
+                offset = max(offset, header.next_offset)
+                pos += header.size
+        self.end_offset = end
+
+    def snapshot(self) -> None:
+        """Write the state atomically; cheap enough to call on close and periodically."""
+        data = {
+            "end_offset": self.end_offset,
+            "producers": {
+                str(pid): {
+                    "epoch": entry.epoch,
+                    "batches": [
+                        [b.first_seq, b.last_seq, b.base_offset, b.last_offset]
+                        for b in entry.batches
+                    ],
+                }
+                for pid, entry in self.producers.items()
+            },
+        }
+        path: Path = self.plog.directory / SNAPSHOT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+        self.dirty = False
+
+
+class ProducerStates:
+    """Lazily loaded producer state of every partition that sees idempotent batches."""
+
+    def __init__(self) -> None:
+        self._states: dict[int, PartitionProducerState] = {}
+
+    def get(self, plog: PartitionLog) -> PartitionProducerState:
+        state = self._states.get(id(plog))
+        if state is None or state.plog is not plog:
+            state = PartitionProducerState(plog)
+            state.load()
+            self._states[id(plog)] = state
+        return state
+
+    def forget(self, plog: PartitionLog) -> None:
+        self._states.pop(id(plog), None)
+
+    def snapshot_all(self, closing: bool = False) -> None:
+        for state in list(self._states.values()):
+            if state.dirty and (closing or not state.plog.closed):
+                try:
+                    state.snapshot()
+                except OSError as exc:
+                    log.warning("cannot snapshot producers of %s: %s", state.plog.directory, exc)
