@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from broker import Broker
+from compat_kafka import raw
 from compat_kafka.clients import Sent, consume_range, produce_all, producer
 from dari.records import build_batch
 
@@ -20,50 +21,9 @@ CORRUPT_MESSAGE = 2
 MESSAGE_TOO_LARGE = 10
 
 
-def _string(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack(">h", len(raw)) + raw
-
-
-def _produce_v3(topic: str, records: bytes, correlation_id: int = 7) -> bytes:
-    body = (
-        struct.pack(">hhi", 0, 3, correlation_id)
-        + _string("bad-input-test")
-        + struct.pack(">h", -1)  # transactional_id: null
-        + struct.pack(">hi", 1, 5000)  # acks=1, timeout
-        + struct.pack(">i", 1)
-        + _string(topic)
-        + struct.pack(">i", 1)
-        + struct.pack(">ii", 0, len(records))
-        + records
-    )
-    return struct.pack(">i", len(body)) + body
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        data += chunk
-    return data
-
-
 def _produce_error_code(bootstrap: str, topic: str, records: bytes) -> int:
-    """Send one Produce v3 request and return the partition's error code."""
-    host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(_produce_v3(topic, records))
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        payload = _recv_exact(sock, size)
-    correlation_id, topics = struct.unpack_from(">ii", payload, 0)
-    assert correlation_id == 7 and topics == 1
-    (name_len,) = struct.unpack_from(">h", payload, 8)
-    pos = 10 + name_len
-    partitions, index, error_code = struct.unpack_from(">iih", payload, pos)
-    assert (partitions, index) == (1, 0)
-    return error_code
+    with raw.connect(bootstrap) as sock:
+        return raw.produce_result(sock, topic, records)[0]
 
 
 def _closed_after(bootstrap: str, data: bytes) -> bool:

@@ -1,0 +1,74 @@
+"""Hand-written Kafka requests over a plain socket, for what no well-behaved client sends."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+
+def string(text: str | None) -> bytes:
+    if text is None:
+        return struct.pack(">h", -1)
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def frame(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
+    payload = struct.pack(">hhi", api_key, version, correlation_id) + string("raw-test") + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def produce_v3(topic: str, records: bytes, correlation_id: int = 7, acks: int = 1) -> bytes:
+    body = (
+        string(None)  # transactional_id
+        + struct.pack(">hi", acks, 5000)
+        + struct.pack(">i", 1)
+        + string(topic)
+        + struct.pack(">i", 1)
+        + struct.pack(">ii", 0, len(records))
+        + records
+    )
+    return frame(0, 3, correlation_id, body)
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        data += chunk
+    return data
+
+
+def recv_response(sock: socket.socket) -> bytes:
+    """The payload of one response (after the size), correlation id included."""
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    return recv_exact(sock, size)
+
+
+def connect(bootstrap: str) -> socket.socket:
+    host, port = bootstrap.split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def produce_result(sock: socket.socket, topic: str, records: bytes) -> tuple[int, int]:
+    """Send Produce v3 for partition 0 and return (error code, base offset)."""
+    sock.sendall(produce_v3(topic, records))
+    payload = recv_response(sock)
+    (name_len,) = struct.unpack_from(">h", payload, 8)
+    pos = 10 + name_len
+    partitions, index, error_code, base_offset = struct.unpack_from(">iihq", payload, pos)
+    assert (partitions, index) == (1, 0)
+    return error_code, base_offset
+
+
+def init_producer_id(sock: socket.socket) -> tuple[int, int]:
+    """InitProducerId v0 without a transactional id: (producer id, epoch)."""
+    sock.sendall(frame(22, 0, 9, string(None) + struct.pack(">i", 60_000)))
+    payload = recv_response(sock)
+    _correlation, _throttle, error_code, producer_id, epoch = struct.unpack_from(
+        ">iihqh", payload, 0
+    )
+    assert error_code == 0, f"InitProducerId failed with error {error_code}"
+    return producer_id, epoch
