@@ -1,0 +1,159 @@
+"""Consumers of a queue and the deliveries a queue hands them.
+
+The channel layer provides the consumer objects (anything shaped like ``Consumer``); the queue
+only asks ``can_take()`` before each delivery and calls ``deliver()``. Prefetch accounting lives
+in the consumer, so the same queue code serves per-consumer and per-channel (``global``) qos:
+``PrefetchConsumer`` implements both with ``Credit`` windows the channel may share between its
+consumers. Delivery tags are the channel's business: a ``Delivery`` carries the queue's own
+``position`` for acknowledging, never a tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from dari.message import Message
+
+if TYPE_CHECKING:
+    from dari.queues.queue import Queue
+
+
+class Delivery(NamedTuple):
+    """One message handed out by a queue (to a consumer, or to basic.get).
+
+    ``position`` identifies the message in its queue for ack/nack/requeue; ``redelivered``
+    is the AMQP flag; ``consumer_tag`` is None for basic.get. ``enqueued_ms`` and
+    ``expires_ms`` (None = never) travel along so a requeued message keeps its TTL deadline.
+    """
+
+    message: Message
+    queue: Queue
+    position: int
+    redelivered: bool
+    consumer_tag: str | None
+    enqueued_ms: int
+    expires_ms: int | None
+
+
+class Consumer(Protocol):
+    """What a queue needs of a consumer (basic.consume)."""
+
+    tag: str
+    no_ack: bool
+    priority: int  # x-priority: higher-priority consumers with credit are served first
+    exclusive: bool
+
+    def can_take(self) -> bool:
+        """Whether one more delivery fits in the consumer's prefetch window (and the
+        channel is not flow-blocked)."""
+        ...
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Take a delivery. Called synchronously by ``Queue.dispatch``; the channel encodes
+        the frames and writes them once per event-loop turn."""
+        ...
+
+    def cancelled(self) -> None:
+        """The queue went away (deleted): the channel sends basic.cancel if the client
+        supports consumer_cancel_notify."""
+        ...
+
+
+class Credit:
+    """A prefetch window: at most ``limit`` unacknowledged deliveries (0 = unlimited).
+
+    basic.qos with global=false gives each consumer its own window; RabbitMQ's global=true
+    is one window the channel shares between its consumers.
+    """
+
+    __slots__ = ("in_flight", "limit")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def available(self) -> bool:
+        return self.limit == 0 or self.in_flight < self.limit
+
+    def settle(self, count: int = 1) -> None:
+        self.in_flight = max(0, self.in_flight - count)
+
+
+class PrefetchConsumer:
+    """A ready-made ``Consumer``: counts in-flight deliveries against its own window and an
+    optional shared channel window, and hands deliveries to ``on_deliver``.
+
+    The channel calls ``settle()`` for each ack/nack/reject (and for requeued deliveries),
+    then ``queue.dispatch()`` so the freed credit is used. ``no_ack`` consumers are never
+    limited, as in RabbitMQ. ``blocked`` lets the channel stop deliveries (channel.flow).
+    """
+
+    __slots__ = (
+        "blocked",
+        "channel_credit",
+        "credit",
+        "exclusive",
+        "no_ack",
+        "on_cancel",
+        "on_deliver",
+        "priority",
+        "tag",
+    )
+
+    def __init__(
+        self,
+        tag: str,
+        on_deliver: Callable[[Delivery], None],
+        *,
+        no_ack: bool = False,
+        prefetch: int = 0,
+        channel_credit: Credit | None = None,
+        priority: int = 0,
+        exclusive: bool = False,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        self.tag = tag
+        self.on_deliver = on_deliver
+        self.no_ack = no_ack
+        self.credit = Credit(prefetch)
+        self.channel_credit = channel_credit
+        self.priority = priority
+        self.exclusive = exclusive
+        self.on_cancel = on_cancel
+        self.blocked = False
+
+    def can_take(self) -> bool:
+        if self.blocked:
+            return False
+        if self.no_ack:
+            return True
+        credit = self.credit
+        if credit.limit and credit.in_flight >= credit.limit:
+            return False
+        shared = self.channel_credit
+        return shared is None or shared.available()
+
+    def deliver(self, delivery: Delivery) -> None:
+        if not self.no_ack:
+            self.credit.in_flight += 1
+            if self.channel_credit is not None:
+                self.channel_credit.in_flight += 1
+        self.on_deliver(delivery)
+
+    def settle(self, count: int = 1) -> None:
+        """``count`` deliveries of this consumer were acked, rejected or requeued."""
+        self.credit.settle(count)
+        if self.channel_credit is not None:
+            self.channel_credit.settle(count)
+
+    def cancelled(self) -> None:
+        if self.on_cancel is not None:
+            self.on_cancel()
+
+    @property
+    def in_flight(self) -> int:
+        return self.credit.in_flight
+
+    def __repr__(self) -> str:
+        return f"PrefetchConsumer({self.tag!r}, in_flight={self.credit.in_flight})"

@@ -1,0 +1,601 @@
+"""An AMQP queue: ready messages, consumers, unacknowledged deliveries, TTL and length limits.
+
+RabbitMQ's classic-queue semantics, as pika, aio-pika, kombu and Celery expect them: FIFO
+delivery round-robin among consumers with prefetch credit (higher ``x-priority`` first), acks by
+the queue's own position, requeued messages back *in their original position* with
+``redelivered=True``, ``purge`` of ready messages only, auto-delete once the last consumer of a
+queue that ever had one is cancelled, per-queue and per-message TTL expiring at the head,
+``x-max-length``/``x-max-length-bytes`` with drop-head or reject-publish, and dead-lettering
+through a callback the vhost provides.
+
+A durable queue keeps its persistent messages in a ``QueueStore`` (a log plus an ack log) and
+recovers them on construction; transient messages — and every message of a non-durable queue —
+live only in memory, as in RabbitMQ. Every ready message is held in memory (the store's log is
+the durable copy, read back only at recovery).
+
+Publisher confirms: ``publish`` returns a ``PublishResult``; when its ``offset`` is >= 0 the
+message went to the log and the confirm must wait for ``await queue.wait_durable(offset)``
+(once, for the largest offset of a batch, is enough). Otherwise it may be confirmed at once.
+
+The channel layer calls ``dispatch()`` after it frees credit (acks, qos changes); ``publish``
+and ``requeue`` dispatch by themselves. Owned by the event loop thread; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from heapq import merge
+from operator import itemgetter
+from typing import Any, NamedTuple
+
+from dari.message import Message
+from dari.queues.consumers import Consumer, Delivery
+from dari.queues.errors import AccessRefused, PreconditionFailed, ResourceLocked, resource
+from dari.queues.queue_store import QueueStore
+
+OVERFLOW_POLICIES = ("drop-head", "reject-publish", "reject-publish-dlx")
+# reasons given to the dead-letter callback (RabbitMQ's x-death "reason")
+EXPIRED, MAXLEN, REJECTED = "expired", "maxlen", "rejected"
+
+DeadLetter = Callable[["Queue", Message, str], None]
+_SEQ = itemgetter(0)
+# A ready entry: (position, message, enqueued_ms, expires_ms or None, redelivered).
+_Entry = tuple[int, Message, int, int | None, bool]
+
+
+class PublishResult(NamedTuple):
+    """What became of a published message.
+
+    ``accepted`` is False when the queue refused it (x-overflow=reject-publish at its limit,
+    or the queue is deleted): the channel nacks it under confirms. ``offset`` >= 0 means the
+    confirm must wait for ``Queue.wait_durable(offset)``.
+    """
+
+    accepted: bool
+    position: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class QueueArguments:
+    """The x-arguments a queue acts on, validated as RabbitMQ does on declare."""
+
+    message_ttl: int | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = "drop-head"
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    expires: int | None = None
+    max_priority: int | None = None
+    single_active_consumer: bool = False
+    queue_type: str = "classic"
+
+    @classmethod
+    def parse(
+        cls, arguments: Mapping[str, Any] | None, queue: str = "", vhost: str = "/"
+    ) -> QueueArguments:
+        """Validate ``arguments``; a bad value raises PreconditionFailed (406) worded like
+        RabbitMQ's ``invalid arg 'x-…' for queue 'q' in vhost '/': {reason,value}``."""
+        args = dict(arguments or {})
+        where = resource("queue", queue, vhost)
+
+        def bad(key: str, reason: str, value: Any) -> PreconditionFailed:
+            return PreconditionFailed(f"invalid arg '{key}' for {where}: {{{reason},{value!r}}}")
+
+        def integer(key: str, minimum: int) -> int | None:
+            value = args.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int):
+                return _raise(bad(key, "unacceptable_type", type(value).__name__))
+            if value < minimum:
+                reason = "value_zero" if value == 0 else "value_negative"
+                return _raise(bad(key, reason, value))
+            return value
+
+        def text(key: str) -> str | None:
+            value = args.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bytes):
+                return value.decode("utf-8", "surrogateescape")
+            if not isinstance(value, str):
+                return _raise(bad(key, "unacceptable_type", type(value).__name__))
+            return value
+
+        overflow = text("x-overflow") or "drop-head"
+        if overflow not in OVERFLOW_POLICIES:
+            raise bad("x-overflow", "invalid_overflow", overflow)
+        dlrk = text("x-dead-letter-routing-key")
+        dlx = text("x-dead-letter-exchange")
+        if dlrk is not None and dlx is None:
+            raise PreconditionFailed(
+                f"invalid arg 'x-dead-letter-routing-key' for {where}: "
+                "{missing_dead_letter_exchange}"
+            )
+        sac = args.get("x-single-active-consumer", False)
+        if not isinstance(sac, bool):
+            raise bad("x-single-active-consumer", "unacceptable_type", type(sac).__name__)
+        max_priority = integer("x-max-priority", 0)
+        if max_priority is not None and max_priority > 255:
+            raise bad("x-max-priority", "value_too_large", max_priority)
+        return cls(
+            message_ttl=integer("x-message-ttl", 0),
+            max_length=integer("x-max-length", 0),
+            max_length_bytes=integer("x-max-length-bytes", 0),
+            overflow=overflow,
+            dead_letter_exchange=dlx,
+            dead_letter_routing_key=dlrk,
+            expires=integer("x-expires", 1),
+            max_priority=max_priority,
+            single_active_consumer=sac,
+            queue_type=text("x-queue-type") or "classic",
+        )
+
+
+def _raise(error: Exception) -> Any:
+    raise error
+
+
+class _Group:
+    """Consumers of one x-priority, served round-robin."""
+
+    __slots__ = ("members", "next", "priority")
+
+    def __init__(self, priority: int) -> None:
+        self.priority = priority
+        self.members: list[Consumer] = []
+        self.next = 0
+
+
+class Queue:
+    """One AMQP queue; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        durable: bool = False,
+        exclusive_owner: object | None = None,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        vhost: str = "/",
+        store: QueueStore | None = None,
+        clock: Callable[[], float] = time.time,
+        dead_letter: DeadLetter | None = None,
+        on_delete: Callable[[Queue], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments: dict[str, Any] = dict(arguments or {})
+        self.vhost = vhost
+        self.args = QueueArguments.parse(self.arguments, name, vhost)
+        self.store = store
+        self.dead_letter = dead_letter
+        self.on_delete = on_delete
+        self._clock = clock
+        self._ready: deque[_Entry] = deque()
+        self._ready_bytes = 0
+        self._unacked: dict[int, Delivery] = {}
+        self._groups: list[_Group] = []
+        self._consumer_count = 0
+        self._exclusive_consumer: Consumer | None = None
+        self._had_consumer = False
+        self._dispatching = False
+        self._next_position = 0
+        self.deleted = False
+        self.recovered = 0  # messages recovered from the store
+        if store is not None:
+            self._recover(store)
+
+    # ---- properties -----------------------------------------------------------------------------
+
+    @property
+    def exclusive(self) -> bool:
+        return self.exclusive_owner is not None
+
+    @property
+    def message_count(self) -> int:
+        """Ready messages (queue.declare-ok / queue.delete-ok counts); expires the head
+        first so expired messages are not counted."""
+        if self._ready and self._ready[0][3] is not None:
+            self.expire()
+        return len(self._ready)
+
+    @property
+    def ready_bytes(self) -> int:
+        return self._ready_bytes
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self._unacked)
+
+    @property
+    def consumer_count(self) -> int:
+        return self._consumer_count
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        return [c for g in self._groups for c in g.members]
+
+    def check_exclusive(self, owner: object) -> None:
+        """405 RESOURCE_LOCKED unless ``owner`` (a connection) may use this queue."""
+        if self.exclusive_owner is not None and self.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked "
+                f"{resource('queue', self.name, self.vhost)}. It could be originally declared "
+                "on another connection or the exclusive property value does not match that "
+                "of the original declaration."
+            )
+
+    # ---- publish --------------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> PublishResult:
+        """Enqueue ``message`` (then dispatch, then apply length limits and TTL)."""
+        if self.deleted:
+            return PublishResult(False)
+        args = self.args
+        ready = self._ready
+        if args.overflow != "drop-head" and self._over_limit_with(message):
+            if args.overflow == "reject-publish-dlx":
+                self._dead_letter(message, MAXLEN)
+            return PublishResult(False)
+        now = int(self._clock() * 1000)
+        offset = -1
+        if message.delivery_mode == 2 and self.store is not None:
+            offset = self.store.append(message, now)
+            message = message.with_offset(offset)
+        position = self._next_position
+        self._next_position = position + 1
+        ttl = args.message_ttl
+        if message.expiration is not None:
+            per_message = message.ttl_ms()
+            if per_message is not None and (ttl is None or per_message < ttl):
+                ttl = per_message
+        ready.append((position, message, now, None if ttl is None else now + ttl, False))
+        self._ready_bytes += len(message.body)
+        if self._consumer_count:
+            self.dispatch()
+        if args.max_length is not None or args.max_length_bytes is not None:
+            self._drop_over_limit()
+        if ttl is not None:
+            self.expire(now)
+        return PublishResult(True, position, offset)
+
+    def _over_limit_with(self, message: Message) -> bool:
+        args = self.args
+        if args.max_length is not None and len(self._ready) + 1 > args.max_length:
+            return True
+        limit = args.max_length_bytes
+        return limit is not None and self._ready_bytes + len(message.body) > limit
+
+    def _drop_over_limit(self) -> None:
+        max_length = self.args.max_length
+        max_bytes = self.args.max_length_bytes
+        ready = self._ready
+        while ready and (
+            (max_length is not None and len(ready) > max_length)
+            or (max_bytes is not None and self._ready_bytes > max_bytes)
+        ):
+            entry = ready.popleft()
+            self._ready_bytes -= len(entry[1].body)
+            self._discard(entry[1], MAXLEN)
+
+    async def wait_durable(self, offset: int) -> None:
+        """Wait until the message at ``offset`` (and all before it) is durable per the log's
+        flush policy; see PublishResult."""
+        if self.store is not None and offset >= 0:
+            await self.store.wait_durable(offset + 1)
+
+    def flush(self) -> None:
+        """Write this turn's buffered publishes and acks now (done automatically at the end of
+        the turn when an event loop runs)."""
+        if self.store is not None:
+            self.store.flush_pending()
+
+    # ---- consumers ------------------------------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """basic.consume: 403 if an exclusive consumer is in the way; then dispatch."""
+        if self._exclusive_consumer is not None or (consumer.exclusive and self._consumer_count):
+            raise AccessRefused(f"{resource('queue', self.name, self.vhost)} in exclusive use")
+        priority = getattr(consumer, "priority", 0) or 0
+        for group in self._groups:
+            if group.priority == priority:
+                break
+        else:
+            group = _Group(priority)
+            self._groups.append(group)
+            self._groups.sort(key=lambda g: -g.priority)
+        group.members.append(consumer)
+        self._consumer_count += 1
+        self._had_consumer = True
+        if consumer.exclusive:
+            self._exclusive_consumer = consumer
+        self.dispatch()
+
+    def cancel_consumer(self, consumer: Consumer | str) -> Consumer | None:
+        """basic.cancel (by consumer object, or by tag when tags are unique on this queue).
+
+        Unacknowledged deliveries stay outstanding. Auto-deletes the queue when its last
+        consumer goes (``deleted`` becomes True and ``on_delete`` is called)."""
+        found: Consumer | None = None
+        for group in self._groups:
+            for i, member in enumerate(group.members):
+                if member is consumer or (isinstance(consumer, str) and member.tag == consumer):
+                    found = member
+                    del group.members[i]
+                    if group.next > i:
+                        group.next -= 1
+                    break
+            if found is not None:
+                if not group.members:
+                    self._groups.remove(group)
+                break
+        if found is None:
+            return None
+        self._consumer_count -= 1
+        if self._exclusive_consumer is found:
+            self._exclusive_consumer = None
+        if self.auto_delete and self._consumer_count == 0 and self._had_consumer:
+            self.delete()
+            if self.on_delete is not None:
+                self.on_delete(self)
+        return found
+
+    def _pick(self) -> Consumer | None:
+        """The next consumer with credit: highest priority first, round-robin within it."""
+        for group in self._groups:
+            members = group.members
+            count = len(members)
+            start = group.next
+            for i in range(count):
+                index = (start + i) % count
+                consumer = members[index]
+                if consumer.can_take():
+                    group.next = (index + 1) % count
+                    return consumer
+        return None
+
+    def dispatch(self) -> int:
+        """Deliver ready messages to consumers while any has credit; returns how many."""
+        ready = self._ready
+        if not ready or not self._consumer_count or self._dispatching:
+            return 0
+        self._dispatching = True  # a deliver() callback may ack, requeue or cancel
+        try:
+            now: int | None = None
+            store = self.store
+            unacked = self._unacked
+            delivered = 0
+            while ready:
+                consumer = self._pick()
+                if consumer is None:
+                    break
+                position, message, enqueued, expires, redelivered = ready.popleft()
+                self._ready_bytes -= len(message.body)
+                if expires is not None:
+                    if now is None:
+                        now = int(self._clock() * 1000)
+                    if expires <= now:
+                        self._discard(message, EXPIRED)
+                        continue
+                delivery = Delivery(
+                    message, self, position, redelivered, consumer.tag, enqueued, expires
+                )
+                if consumer.no_ack:
+                    if store is not None and message.offset >= 0:
+                        store.ack(message.offset)
+                else:
+                    unacked[position] = delivery
+                consumer.deliver(delivery)
+                delivered += 1
+            return delivered
+        finally:
+            self._dispatching = False
+
+    # ---- basic.get ------------------------------------------------------------------------------
+
+    def get(self, no_ack: bool = False) -> Delivery | None:
+        """basic.get: the head message, or None when the queue is empty (get-empty)."""
+        ready = self._ready
+        if ready and ready[0][3] is not None:
+            self.expire()
+        if not ready:
+            return None
+        position, message, enqueued, expires, redelivered = ready.popleft()
+        self._ready_bytes -= len(message.body)
+        delivery = Delivery(message, self, position, redelivered, None, enqueued, expires)
+        if no_ack:
+            self._settle(message)
+        else:
+            self._unacked[position] = delivery
+        return delivery
+
+    # ---- acks -----------------------------------------------------------------------------------
+
+    def ack(self, delivery: Delivery) -> bool:
+        """basic.ack of one delivery; False if it was not outstanding (already settled)."""
+        if self._unacked.pop(delivery.position, None) is None:
+            return False
+        message = delivery.message
+        if message.offset >= 0 and self.store is not None:
+            self.store.ack(message.offset)
+        return True
+
+    def ack_many(self, deliveries: Iterable[Delivery]) -> int:
+        """basic.ack multiple=true; returns how many were outstanding."""
+        unacked = self._unacked
+        offsets: list[int] = []
+        count = 0
+        for delivery in deliveries:
+            if unacked.pop(delivery.position, None) is None:
+                continue
+            count += 1
+            if delivery.message.offset >= 0:
+                offsets.append(delivery.message.offset)
+        if offsets and self.store is not None:
+            self.store.ack_many(offsets)
+        return count
+
+    def reject(self, delivery: Delivery, requeue: bool) -> bool:
+        """basic.reject / basic.nack of one delivery: back in place, or discarded (and
+        dead-lettered with reason "rejected" when the queue has a DLX)."""
+        if requeue:
+            return self.requeue_all((delivery,)) == 1
+        if self._unacked.pop(delivery.position, None) is None:
+            return False
+        self._discard(delivery.message, REJECTED)
+        return True
+
+    nack = reject
+
+    def requeue_all(self, deliveries: Iterable[Delivery]) -> int:
+        """Put outstanding deliveries back at their original positions, flagged redelivered
+        (channel close, connection loss, basic.recover, nack with requeue); then dispatch.
+
+        On channel close, cancel the channel's consumers first so requeued messages do not
+        go straight back to them."""
+        unacked = self._unacked
+        entries: list[_Entry] = []
+        for d in deliveries:
+            if unacked.pop(d.position, None) is None:
+                continue
+            entries.append((d.position, d.message, d.enqueued_ms, d.expires_ms, True))
+            self._ready_bytes += len(d.message.body)
+        if not entries:
+            return 0
+        entries.sort(key=_SEQ)
+        ready = self._ready
+        last = entries[-1][0]
+        head: list[_Entry] = []
+        while ready and ready[0][0] < last:
+            head.append(ready.popleft())
+        combined = list(merge(head, entries, key=_SEQ)) if head else entries
+        ready.extendleft(reversed(combined))
+        self.dispatch()
+        return len(entries)
+
+    @property
+    def unacked(self) -> list[Delivery]:
+        return list(self._unacked.values())
+
+    # ---- expiry, purge, delete -------------------------------------------------------------------
+
+    def expire(self, now_ms: int | None = None) -> int:
+        """Drop (and dead-letter) expired messages at the head; returns how many."""
+        ready = self._ready
+        if not ready or ready[0][3] is None:
+            return 0
+        now = int(self._clock() * 1000) if now_ms is None else now_ms
+        dropped = 0
+        while ready:
+            expires = ready[0][3]
+            if expires is None or expires > now:
+                break
+            entry = ready.popleft()
+            self._ready_bytes -= len(entry[1].body)
+            self._discard(entry[1], EXPIRED)
+            dropped += 1
+        return dropped
+
+    def next_expiry_ms(self) -> int | None:
+        """When the head message expires (for the server's timer), or None."""
+        return self._ready[0][3] if self._ready else None
+
+    def purge(self) -> int:
+        """queue.purge: drop every ready message (not the unacknowledged ones)."""
+        ready = self._ready
+        count = len(ready)
+        if self.store is not None:
+            offsets = [e[1].offset for e in ready if e[1].offset >= 0]
+            if offsets:
+                self.store.ack_many(offsets)
+        ready.clear()
+        self._ready_bytes = 0
+        return count
+
+    def delete(self) -> int:
+        """queue.delete: returns the ready message count. Consumers get ``cancelled()``; a
+        durable store's files are removed. ``on_delete`` is called only for auto-delete."""
+        if self.deleted:
+            return 0
+        count = len(self._ready)
+        self.deleted = True
+        consumers = self.consumers
+        self._groups = []
+        self._consumer_count = 0
+        self._exclusive_consumer = None
+        self._ready.clear()
+        self._ready_bytes = 0
+        self._unacked.clear()
+        if self.store is not None:
+            self.store.delete()
+        for consumer in consumers:
+            consumer.cancelled()
+        return count
+
+    def close(self) -> None:
+        """Broker shutdown: persist everything and close the store cleanly (the next start
+        knows exactly which recovered messages had been delivered)."""
+        if self.store is None or self.deleted:
+            return
+        next_deliver = self.store.next_offset
+        for _position, message, _enq, _exp, redelivered in self._ready:
+            if message.offset >= 0 and not redelivered:
+                next_deliver = message.offset
+                break
+        self.store.close(next_deliver)
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _settle(self, message: Message) -> None:
+        if message.offset >= 0 and self.store is not None:
+            self.store.ack(message.offset)
+
+    def _discard(self, message: Message, reason: str) -> None:
+        self._dead_letter(message, reason)
+        self._settle(message)
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        if self.dead_letter is not None and self.args.dead_letter_exchange is not None:
+            self.dead_letter(self, message, reason)
+
+    def _recover(self, store: QueueStore) -> None:
+        ttl = self.args.message_ttl
+        next_deliver = store.next_deliver
+        ready = self._ready
+        size = 0
+        for timestamp, message in store.iter_unacked():
+            limit = ttl
+            if message.expiration is not None:
+                per_message = message.ttl_ms()
+                if per_message is not None and (limit is None or per_message < limit):
+                    limit = per_message
+            expires = None if limit is None else timestamp + limit
+            position = self._next_position
+            self._next_position += 1
+            ready.append((position, message, timestamp, expires, message.offset < next_deliver))
+            size += len(message.body)
+        self._ready_bytes = size
+        self.recovered = len(ready)
+
+    def __repr__(self) -> str:
+        return (
+            f"Queue({self.name!r}, ready={len(self._ready)}, unacked={len(self._unacked)}, "
+            f"consumers={self._consumer_count})"
+        )
+
+
+def requeue(deliveries: Iterable[Delivery]) -> int:
+    """Requeue deliveries that may come from several queues (a closing channel's unacked)."""
+    by_queue: dict[int, tuple[Queue, list[Delivery]]] = {}
+    for d in deliveries:
+        by_queue.setdefault(id(d.queue), (d.queue, []))[1].append(d)
+    return sum(queue.requeue_all(items) for queue, items in by_queue.values())
