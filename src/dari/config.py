@@ -20,6 +20,14 @@ DEFAULTS: dict[str, Any] = {
     "kafka": "127.0.0.1:9092",
     "kafka.advertised": "",
     "log.level": "info",
+    "amqp": "127.0.0.1:5672",
+    "amqp.heartbeat": 60,
+    "amqp.frame.max": 131072,
+    "amqp.channel.max": 2047,
+    "amqp.vhosts": "/",
+    "amqp.default.user": "guest",
+    "amqp.default.pass": "guest",
+    "amqp.loopback.users": "guest",
     "node.id": 0,
     "cluster.id": "",
     "num.partitions": 1,
@@ -36,9 +44,19 @@ DEFAULTS: dict[str, Any] = {
     "log.flush.policy": "os",
     "log.flush.interval.ms": 1000,
     "log.message.timestamp.type": "CreateTime",
+    # consumer groups and __consumer_offsets (Kafka's names and defaults)
+    "group.initial.rebalance.delay.ms": 3000,
+    "group.min.session.timeout.ms": 6000,
+    "group.max.session.timeout.ms": 1_800_000,
+    "offsets.topic.num.partitions": 50,
+    "offsets.topic.segment.bytes": 100 * 1024 * 1024,
+    "offsets.retention.minutes": 10080,
+    "offsets.retention.check.interval.ms": 600_000,
+    "offset.metadata.max.bytes": 4096,
 }
 
 _ENV_PREFIX = "DARI_"
+USERS_PREFIX = "users."
 
 
 class ConfigError(ValueError):
@@ -125,6 +143,9 @@ class Settings:
         values = dict(DEFAULTS)
         for layer in layers:
             for key, value in layer.items():
+                if key.startswith(USERS_PREFIX):
+                    values[key] = value  # [users.NAME] tables: password, vhosts
+                    continue
                 if key not in DEFAULTS:
                     raise ConfigError(f"unknown setting {key!r}")
                 values[key] = _coerce(key, value)
@@ -141,6 +162,16 @@ class Settings:
         if self.values["num.partitions"] < 1:
             raise ConfigError("num.partitions must be at least 1")
         parse_hostport(self.values["kafka"])
+        parse_hostport(self.values["amqp"])
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """``[users.NAME]`` tables: ``{"alice": {"password": ..., "vhosts": [...]}}``."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, value in self.values.items():
+            if key.startswith(USERS_PREFIX):
+                name, _, attr = key[len(USERS_PREFIX) :].rpartition(".")
+                out.setdefault(name, {})[attr] = value
+        return out
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

@@ -35,6 +35,7 @@ def main() -> None:
 @main.command()
 @click.option("--data-dir", help="Directory for logs and metadata [default: ./dari-data].")
 @click.option("--kafka", "kafka", metavar="HOST:PORT", help="Kafka listener [127.0.0.1:9092].")
+@click.option("--amqp", "amqp", metavar="HOST:PORT", help="AMQP listener [127.0.0.1:5672].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file.")
 @click.option("--log-level", help="debug, info, warning or error [info].")
 @click.option(
@@ -43,13 +44,14 @@ def main() -> None:
 def serve(
     data_dir: str | None,
     kafka: str | None,
+    amqp: str | None,
     config_file: str | None,
     log_level: str | None,
     sets: tuple[str, ...],
 ) -> None:
     """Run the broker until SIGTERM or SIGINT."""
     overrides: dict[str, object] = dict(_parse_sets(sets))
-    overrides.update({"data.dir": data_dir, "kafka": kafka, "log.level": log_level})
+    overrides.update({"data.dir": data_dir, "kafka": kafka, "amqp": amqp, "log.level": log_level})
     try:
         settings = Settings.load(config_file, overrides)
     except ConfigError as exc:
