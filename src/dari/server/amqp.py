@@ -91,6 +91,7 @@ class AMQPServerConnection(asyncio.Protocol):
         self.peer = "?"
         self.peer_host = ""
         self.out: list[bytes] = []
+        self._flush_scheduled = False
         self.channels: dict[int, Channel] = {}
         self.vhost: str | None = None
         self.user: str | None = None
@@ -145,9 +146,15 @@ class AMQPServerConnection(asyncio.Protocol):
 
     # -- output ----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Queue output; it goes out in one write at the end of this event-loop turn (writes
+        caused by other connections, e.g. deliveries of their publishes, included)."""
         self.out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
+        self._flush_scheduled = False
         if self.out and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(self.out)
         self.out = []
