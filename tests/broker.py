@@ -2,8 +2,8 @@
 
 Tests drive the broker only through its command line and its sockets, exactly as a user would, so
 this helper knows nothing of dari's internals: it starts `python -m dari serve`, waits for the
-`dari ready kafka=HOST:PORT` line and offers the lifecycle operations the tests need (graceful stop,
-SIGKILL, restart on the same data dir and port so clients can reconnect).
+`dari ready kafka=HOST:PORT [amqp=HOST:PORT]` line and offers the lifecycle operations the tests
+need (graceful stop, SIGKILL, restart on the same data dir and ports so clients can reconnect).
 """
 
 from __future__ import annotations
@@ -19,7 +19,20 @@ from pathlib import Path
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
-_READY_RE = re.compile(r"^dari ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)\s*$")
+_ADDRESS = r"(?:[^\s:=]+|\[[^\]]+\]):\d+"
+_READY_RE = re.compile(rf"^dari ready(?P<listeners>(?:\s+[a-z]+={_ADDRESS})+)\s*$")
+_LISTENER_RE = re.compile(r"(?P<name>[a-z]+)=(?P<host>[^\s:=]+|\[[^\]]+\]):(?P<port>\d+)")
+
+
+def parse_ready_line(line: str) -> dict[str, tuple[str, int]] | None:
+    """`dari ready kafka=H:P amqp=H:P` -> {"kafka": (H, P), "amqp": (H, P)}; None if malformed."""
+    match = _READY_RE.match(line)
+    if match is None:
+        return None
+    return {
+        m["name"]: (m["host"], int(m["port"]))
+        for m in _LISTENER_RE.finditer(match["listeners"])
+    }
 
 
 class Broker:
@@ -41,6 +54,7 @@ class Broker:
         port: int = 0,
         log_level: str | None = None,
         via_env: bool = False,
+        amqp_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.log_dir = (
@@ -53,6 +67,8 @@ class Broker:
         self.port = port
         self.log_level = log_level
         self.via_env = via_env  # pass data dir and listener as DARI_* variables instead of flags
+        # None: no --amqp flag (Kafka-only tests); 0: a free port, kept across restarts.
+        self.amqp_port = amqp_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._stdout_path: Path | None = None
@@ -65,6 +81,16 @@ class Broker:
         assert self.port, "broker has not reported its port yet"
         return f"{self.host}:{self.port}"
 
+    @property
+    def amqp_address(self) -> str:
+        assert self.amqp_port, "broker has no AMQP listener (start it with amqp_port=0)"
+        return f"{self.host}:{self.amqp_port}"
+
+    @property
+    def amqp_url(self) -> str:
+        """What pika, aio-pika, kombu and celery connect to (default user, default vhost)."""
+        return f"amqp://guest:guest@{self.amqp_address}/"
+
     def partition_dir(self, topic: str, partition: int = 0) -> Path:
         return self.data_dir / f"{topic}-{partition}"
 
@@ -74,6 +100,11 @@ class Broker:
         cmd = [sys.executable, "-m", "dari", "serve"]
         if not self.via_env:
             cmd += ["--data-dir", str(self.data_dir), "--kafka", f"{self.host}:{self.port}"]
+        if self.amqp_port is not None:
+            cmd += ["--amqp", f"{self.host}:{self.amqp_port}"]
+        elif not self.via_env:
+            # Kafka-only tests still get an AMQP listener: on any free port, never 5672.
+            cmd += ["--amqp", f"{self.host}:0"]
         if self.log_level:
             cmd += ["--log-level", self.log_level]
         for key, value in self.settings.items():
@@ -91,6 +122,8 @@ class Broker:
         if self.via_env:
             env["DARI_DATA_DIR"] = str(self.data_dir)
             env["DARI_KAFKA"] = f"{self.host}:{self.port}"
+            if self.amqp_port is None:
+                env["DARI_AMQP"] = f"{self.host}:0"
         with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
@@ -104,13 +137,7 @@ class Broker:
         while True:
             line = self._ready_line()
             if line is not None:
-                match = _READY_RE.match(line)
-                assert match, f"malformed ready line {line!r}\n{self.describe()}"
-                port = int(match["port"])
-                assert self.port in (0, port), (
-                    f"broker asked for port {self.port} but reported {port}\n{self.describe()}"
-                )
-                self.port = port
+                self._take_ready_line(line)
                 return
             code = self.proc.poll()
             if code is not None:
@@ -127,8 +154,28 @@ class Broker:
                 )
             time.sleep(0.02)
 
+    def _take_ready_line(self, line: str) -> None:
+        """Learn the listeners' ports; a listener that was asked for but not reported fails now."""
+        listeners = parse_ready_line(line)
+        assert listeners is not None and "kafka" in listeners, (
+            f"malformed ready line {line!r}\n{self.describe()}"
+        )
+        self.port = self._check_port("kafka", self.port, listeners["kafka"][1])
+        if self.amqp_port is not None:
+            assert "amqp" in listeners, (
+                f"broker was started with --amqp but its ready line {line!r} reports no "
+                f"amqp= listener\n{self.describe()}"
+            )
+            self.amqp_port = self._check_port("amqp", self.amqp_port, listeners["amqp"][1])
+
+    def _check_port(self, name: str, asked: int, reported: int) -> int:
+        assert asked in (0, reported), (
+            f"broker asked for {name} port {asked} but reported {reported}\n{self.describe()}"
+        )
+        return reported
+
     def _ready_line(self) -> str | None:
-        for line in self.stdout().splitlines():
+        for line in self.stdout().split("\n")[:-1]:  # complete lines only, never a torn one
             if line.startswith("dari ready"):
                 return line
         return None

@@ -383,7 +383,7 @@ class Queue:
                 if expires is not None:
                     if now is None:
                         now = int(self._clock() * 1000)
-                    if expires <= now:
+                    if expires < now:  # a deadline of "now" (TTL 0) may still go out
                         self._discard(message, EXPIRED)
                         continue
                 delivery = Delivery(

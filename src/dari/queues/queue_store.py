@@ -35,10 +35,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from dari.message import Message
+from dari.message import EXCHANGE_HEADER, PROPERTIES_HEADER, ROUTING_KEY_HEADER, Message
 from dari.queues.ack_ranges import AckRanges, decode_runs, encode_runs, merge_runs, runs
-from dari.records.batch import validate
-from dari.records.builder import NewRecord, build_batch
+from dari.records.batch import (
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC_V2,
+    BatchHeader,
+    pack_header_into,
+    seal_crc,
+    validate,
+)
+from dari.records.builder import NewRecord, build_batch, write_varint
 from dari.records.records import iter_batch_records
 from dari.storage import FlushScheduler, LogConfig, PartitionLog
 
@@ -87,7 +95,7 @@ class QueueStore:
         self.flush_scheduler = flush_scheduler
         self._clock = clock
         self._snapshot_min_bytes = snapshot_min_bytes
-        self._pending: list[NewRecord] = []
+        self._pending: list[tuple[Message, int]] = []  # (message, enqueue ms)
         self._pending_bytes = 0
         self._pending_acks: list[tuple[int, int]] = []  # acked this turn, as ranges
         self._scheduled = False
@@ -183,7 +191,7 @@ class QueueStore:
     def append(self, message: Message, timestamp_ms: int) -> int:
         """Buffer ``message`` for this turn's append; returns the offset it will have."""
         offset = self.messages.log_end_offset + len(self._pending)
-        self._pending.append(message.to_record(timestamp_ms))
+        self._pending.append((message, timestamp_ms))
         self._pending_bytes += len(message.body) + len(message.properties) + _RECORD_OVERHEAD
         if not self._scheduled:
             self._schedule()
@@ -231,18 +239,17 @@ class QueueStore:
     def _append_messages(self) -> None:
         pending, self._pending = self._pending, []
         self._pending_bytes = 0
-        now_ms = int(self._clock() * 1000)
         parts: list[bytes] = []
-        chunk: list[NewRecord] = []
+        chunk: list[tuple[Message, int]] = []
         size = 0
-        for record in pending:
-            chunk.append(record)
-            size += len(record.value) + _RECORD_OVERHEAD
+        for item in pending:
+            chunk.append(item)
+            size += len(item[0].body) + _RECORD_OVERHEAD
             if size >= _MAX_BATCH_BYTES:
-                parts.append(build_batch(chunk, now_ms=now_ms))
+                parts.append(encode_message_batch(chunk))
                 chunk, size = [], 0
         if chunk:
-            parts.append(build_batch(chunk, now_ms=now_ms))
+            parts.append(encode_message_batch(chunk))
         buf = bytearray(b"".join(parts))
         expected = self.messages.log_end_offset
         info = self.messages.append(buf, validate(buf))
@@ -332,3 +339,75 @@ def _records(log: PartitionLog, start: int) -> Iterator[tuple[bytes | None, byte
         if last < offset:
             return
         offset = last + 1
+
+
+def _header_key(name: str) -> bytes:
+    out = bytearray()
+    write_varint(out, len(name))
+    return bytes(out) + name.encode()
+
+
+_EXCHANGE_KEY = _header_key(EXCHANGE_HEADER)
+_ROUTING_KEY_KEY = _header_key(ROUTING_KEY_HEADER)
+_PROPERTIES_KEY = _header_key(PROPERTIES_HEADER)
+
+
+def _varint(out: bytearray, value: int) -> None:
+    if 0 <= value < 64:  # one byte after zigzag: the common case for lengths and deltas
+        out.append(value << 1)
+    else:
+        write_varint(out, value)
+
+
+def encode_message_batch(items: list[tuple[Message, int]]) -> bytes:
+    """One v2 batch holding ``items`` (message, timestamp ms) as ``Message.to_record`` would
+    (the same bytes ``build_batch`` makes), written directly: this is the durable publish path.
+    """
+    records = bytearray()
+    base_ts = items[0][1]
+    max_ts = base_ts
+    for delta, (message, timestamp) in enumerate(items):
+        if timestamp > max_ts:
+            max_ts = timestamp
+        exchange = message.exchange.encode("utf-8", "surrogateescape")
+        routing_key = message.routing_key.encode("utf-8", "surrogateescape")
+        body = message.body
+        properties = message.properties
+        rec = bytearray(b"\x00")
+        _varint(rec, timestamp - base_ts)
+        _varint(rec, delta)
+        rec += b"\x01"  # null key
+        _varint(rec, len(body))
+        rec += body
+        rec += b"\x06"  # three headers
+        rec += _EXCHANGE_KEY
+        _varint(rec, len(exchange))
+        rec += exchange
+        rec += _ROUTING_KEY_KEY
+        _varint(rec, len(routing_key))
+        rec += routing_key
+        rec += _PROPERTIES_KEY
+        _varint(rec, len(properties))
+        rec += properties
+        _varint(records, len(rec))
+        records += rec
+    header = BatchHeader(
+        base_offset=0,
+        batch_length=HEADER_SIZE - LOG_OVERHEAD + len(records),
+        partition_leader_epoch=0,
+        magic=MAGIC_V2,
+        crc=0,
+        attributes=0,
+        last_offset_delta=len(items) - 1,
+        base_timestamp=base_ts,
+        max_timestamp=max_ts,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        record_count=len(items),
+    )
+    out = bytearray(HEADER_SIZE)
+    pack_header_into(out, 0, header)
+    out += records
+    seal_crc(out)
+    return bytes(out)

@@ -11,12 +11,17 @@ import contextlib
 import logging
 import socket
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from dari.config import Settings, parse_hostport
+from dari.server.amqp import AMQPServerConnection
+from dari.server.amqp_broker import AMQPBroker, User
 from dari.server.kafka import KafkaConnection
+from dari.server.kafka_admin import KafkaAdmin
+from dari.server.kafka_groups import GroupService
 from dari.server.kafka_handlers import KafkaHandlers
-from dari.storage import FlushScheduler, LogConfig, LogStore
+from dari.storage import FlushScheduler, LogConfig, LogStore, PartitionLog
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import TopicManager, remove_orphan_dirs
@@ -55,6 +60,10 @@ def _cluster_id(data_dir: Path, configured: str) -> str:
     return value
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Broker:
     """One dari broker; create, ``await start()``, later ``await stop()``."""
 
@@ -69,6 +78,11 @@ class Broker:
         self.kafka_handlers: KafkaHandlers | None = None
         self.producer_states = ProducerStates()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.groups: GroupService | None = None
+        self.amqp: AMQPBroker | None = None
+        self.amqp_server: asyncio.Server | None = None
+        self.amqp_address: tuple[str, int] | None = None
+        self.amqp_connections: set[AMQPServerConnection] = set()
 
     async def start(self) -> None:
         settings = self.settings
@@ -88,7 +102,7 @@ class Broker:
         await loop.run_in_executor(None, self.topics.load)
         remove_orphan_dirs(settings.data_dir, {p.directory.name for p in self.topics.all_logs()})
         self.flusher = FlushScheduler()
-        await self.flusher.start(self.topics.all_logs)
+        await self.flusher.start(self._all_logs)
         handlers = KafkaHandlers(
             self.topics,
             self.flusher,
@@ -103,6 +117,18 @@ class Broker:
         )
         self.kafka_handlers = handlers
         # Further Kafka APIs (groups, admin) add their handlers to handlers.table here.
+        # Consumer groups: open and replay __consumer_offsets, then serve the group APIs.
+        self.groups = await GroupService.open(settings, self.topics, self.flusher, handlers)
+        handlers.table.update(self.groups.table)
+        self._spawn(self.groups.expire_offsets_forever())
+        admin = KafkaAdmin(
+            self.topics,
+            settings,
+            node_id=handlers.node_id,
+            cluster_id=handlers.cluster_id,
+            advertised=self._advertised,
+        )
+        handlers.table.update(admin.table)
         host, port = parse_hostport(settings["kafka"])
         max_request = settings["socket.request.max.bytes"]
         self.kafka_server = await loop.create_server(
@@ -115,8 +141,55 @@ class Broker:
         sock = self.kafka_server.sockets[0]
         bound = sock.getsockname()
         self.kafka_address = (bound[0], bound[1])
+        await self._start_amqp(settings)
         interval = settings["log.retention.check.interval.ms"] / 1000
         self._spawn(self._maintenance(interval))
+
+    async def _start_amqp(self, settings: Settings) -> None:
+        """Recover durable AMQP definitions and queues, then listen."""
+        assert self.flusher is not None
+        users = {
+            settings["amqp.default.user"]: User(
+                settings["amqp.default.user"],
+                settings["amqp.default.pass"],
+                settings["amqp.default.user"] in settings["amqp.loopback.users"].split(","),
+                ("*",),
+            )
+        }
+        for name, attrs in settings.users().items():
+            users[name] = User(
+                name,
+                str(attrs.get("password", "")),
+                name in settings["amqp.loopback.users"].split(","),
+                tuple(attrs.get("vhosts", ["/"])),
+            )
+        vhosts = tuple(v.strip() for v in settings["amqp.vhosts"].split(",") if v.strip())
+        queue_config = replace(broker_log_config(settings), segment_bytes=64 << 20)
+        self.amqp = AMQPBroker(settings.data_dir, self.flusher, queue_config, users, vhosts)
+        await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
+        amqp_settings = {
+            "frame_max": settings["amqp.frame.max"],
+            "channel_max": settings["amqp.channel.max"],
+            "heartbeat": settings["amqp.heartbeat"],
+        }
+        host, port = parse_hostport(settings["amqp"])
+        broker = self.amqp
+        self.amqp_server = await asyncio.get_running_loop().create_server(
+            lambda: AMQPServerConnection(broker, amqp_settings, self.amqp_connections),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        bound = self.amqp_server.sockets[0].getsockname()
+        self.amqp_address = (bound[0], bound[1])
+
+    def _all_logs(self) -> list[PartitionLog]:
+        """Every log the flush scheduler and maintenance look after."""
+        logs = self.topics.all_logs() if self.topics is not None else []
+        if self.amqp is not None:
+            logs.extend(self.amqp.logs())
+        return logs
 
     def _advertised(self) -> tuple[str, int]:
         configured = self.settings["kafka.advertised"]
@@ -132,8 +205,10 @@ class Broker:
     def ready_line(self) -> str:
         assert self.kafka_address is not None
         host, port = self.kafka_address
-        host = f"[{host}]" if ":" in host else host
-        return f"dari ready kafka={host}:{port}"
+        line = f"dari ready kafka={_hostport(host, port)}"
+        if self.amqp_address is not None:
+            line += f" amqp={_hostport(*self.amqp_address)}"
+        return line
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -146,7 +221,7 @@ class Broker:
         assert self.topics is not None
         while True:
             await asyncio.sleep(interval_s)
-            for plog in self.topics.all_logs():
+            for plog in self._all_logs():
                 try:
                     plog.roll_if_due(None)
                     deleted = await loop.run_in_executor(None, plog.apply_retention, None)
@@ -159,8 +234,14 @@ class Broker:
     async def stop(self) -> None:
         if self.kafka_server is not None:
             self.kafka_server.close()
+        if self.amqp_server is not None:
+            self.amqp_server.close()
+        for conn in list(self.amqp_connections):
+            conn.close()
         for task in list(self.tasks):
             task.cancel()
+        if self.groups is not None:
+            self.groups.close()  # no more group timers; pending joins end with their connections
         # Let queued responses (e.g. produce waiting for fsync) finish, within bounds.
         deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
         while any(conn.queue for conn in self.connections):
@@ -175,6 +256,8 @@ class Broker:
         if self.flusher is not None:
             await self.flusher.aclose()
         self.producer_states.snapshot_all(closing=True)
+        if self.amqp is not None:
+            self.amqp.close()
         if self.topics is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.topics.close)
         self.store.close()

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 NO_ERROR = ErrorCode.none
 ZERO = timedelta(0)
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 _DOMAIN_CODES: dict[type[StreamsError], ErrorCode] = {
     UnknownTopicError: ErrorCode.unknown_topic_or_partition,
@@ -134,6 +135,8 @@ class KafkaHandlers:
 
     # -- helpers ---------------------------------------------------------------------------
     def _topic_for_write(self, name: str) -> Topic:
+        if name in INTERNAL_TOPICS:  # written by the broker only, as in Kafka
+            raise InvalidTopicError(f"cannot append to internal topic {name}")
         topic = self.topics.get(name)
         if topic is None:
             if not self.auto_create:

@@ -2,11 +2,13 @@
 
 ``PartitionLog`` is one log (a directory of segments with sparse offset and time indexes,
 retention, recovery); ``LogStore`` owns the data directory; ``FlushScheduler`` turns the
-per-log flush policy into group-committed fsyncs off the event loop. Imports only
+per-log flush policy into group-committed fsyncs off the event loop; ``LogCleaner``
+compacts logs with cleanup.policy "compact" (``run_cleaner`` schedules it). Imports only
 ``dari.records``.
 """
 
-from dari.storage.config import FLUSH_POLICIES, LogConfig
+from dari.storage.compaction import CleanStats, LogCleaner
+from dari.storage.config import CLEANUP_POLICIES, FLUSH_POLICIES, LogConfig
 from dari.storage.log import (
     AppendInfo,
     LogClosedError,
@@ -17,20 +19,27 @@ from dari.storage.store import (
     DataDirLockedError,
     FlushScheduler,
     LogStore,
+    clean_due_logs,
     maintain,
+    run_cleaner,
     run_maintenance,
 )
 
 __all__ = [
+    "CLEANUP_POLICIES",
     "FLUSH_POLICIES",
     "AppendInfo",
+    "CleanStats",
     "DataDirLockedError",
     "FlushScheduler",
+    "LogCleaner",
     "LogClosedError",
     "LogConfig",
     "LogStore",
     "OffsetOutOfRangeError",
     "PartitionLog",
+    "clean_due_logs",
     "maintain",
+    "run_cleaner",
     "run_maintenance",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 FLUSH_POLICIES = ("always", "interval", "os")
+CLEANUP_POLICIES = ("compact", "delete")
 _INT32_MAX = (1 << 31) - 1
 _INT64_MAX = (1 << 63) - 1
 
@@ -31,6 +32,25 @@ def _timestamp_type(name: str, text: str) -> bool:
     raise ValueError(f"{name} must be CreateTime or LogAppendTime, got {text!r}")
 
 
+def _ratio(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    return value
+
+
+def _cleanup_policy(name: str, text: str) -> str:
+    """Accept "delete", "compact" or both in either order; normalise to "compact,delete"."""
+    parts = {part.strip() for part in text.split(",")}
+    if not parts or not parts <= set(CLEANUP_POLICIES) or "" in parts:
+        choices = ", ".join(CLEANUP_POLICIES)
+        raise ValueError(f"{name} must be a list of {choices}, got {text!r}")
+    return ",".join(sorted(parts))
+
+
 def _flush_policy(name: str, text: str) -> str:
     if text not in FLUSH_POLICIES:
         raise ValueError(f"{name} must be one of {', '.join(FLUSH_POLICIES)}, got {text!r}")
@@ -49,6 +69,11 @@ _KNOWN: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "flush.ms": ("flush_interval_ms", _int_in(0)),
     "message.timestamp.type": ("log_append_time", _timestamp_type),
     "max.message.bytes": ("max_message_bytes", _int_in(0, _INT32_MAX)),
+    "cleanup.policy": ("cleanup_policy", _cleanup_policy),
+    "delete.retention.ms": ("delete_retention_ms", _int_in(0)),
+    "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", _ratio),
+    "min.compaction.lag.ms": ("min_compaction_lag_ms", _int_in(0)),
+    "max.compaction.lag.ms": ("max_compaction_lag_ms", _int_in(1)),
 }
 
 
@@ -60,6 +85,9 @@ class LogConfig:
     ``flush``: "always" fsyncs before an append is acknowledged (group-committed by
     ``FlushScheduler``), "interval" every ``flush_interval_ms``, "os" leaves it to the page cache
     (Kafka's default) and fsyncs only rolled segments and on close.
+
+    ``cleanup_policy`` is "delete" (retention by time and size), "compact" (the log cleaner
+    keeps the newest record per key, see ``dari.storage.compaction``) or "compact,delete".
     """
 
     segment_bytes: int = 1 << 30
@@ -71,6 +99,11 @@ class LogConfig:
     flush_interval_ms: int = 1000
     log_append_time: bool = False
     max_message_bytes: int = 1048588
+    cleanup_policy: str = "delete"
+    delete_retention_ms: int = 24 * 3600_000
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = _INT64_MAX
     # Every topic config given by name, known or not, so DescribeConfigs can echo it back.
     topic_configs: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -78,6 +111,27 @@ class LogConfig:
         if self.flush not in FLUSH_POLICIES:
             choices = ", ".join(FLUSH_POLICIES)
             raise ValueError(f"flush must be one of {choices}, got {self.flush!r}")
+        self.cleanup_policy = _cleanup_policy("cleanup_policy", self.cleanup_policy)
+        _ratio("min_cleanable_dirty_ratio", str(self.min_cleanable_dirty_ratio))
+
+    @property
+    def compact(self) -> bool:
+        """The log cleaner compacts this log."""
+        return "compact" in self.cleanup_policy.split(",")
+
+    @property
+    def delete(self) -> bool:
+        """Retention by time and size applies (the log start offset always does)."""
+        return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def roll_ms(self) -> int:
+        """Age at which the active segment rolls: segment.ms, or max.compaction.lag.ms when
+        compacting and smaller (the cleaner never touches the active segment; Kafka's
+        maxSegmentMs)."""
+        if self.compact:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms
 
     @classmethod
     def from_topic_configs(

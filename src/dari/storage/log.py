@@ -7,14 +7,15 @@ Batches are stored byte-for-byte; the broker rewrites only their base offset, le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dari.records.batch import BatchHeader, assign_offsets
@@ -23,10 +24,12 @@ from dari.storage.config import LogConfig
 from dari.storage.loader import (
     CLEAN_SHUTDOWN_FILE,
     Checkpoint,
+    CleanerCheckpoint,
     LoadedLog,
     fsync_dir,
     load_log,
     write_checkpoint,
+    write_cleaner_checkpoint,
 )
 from dari.storage.retention import segments_to_delete
 from dari.storage.segment import LogSegment
@@ -62,6 +65,11 @@ class PartitionLog:
     there. ``flush()`` (and ``flush_rolled()``) may run in a worker thread concurrently with
     appends and reads; they snapshot what to fsync under ``_lock`` and never block the loop
     for the duration of an fsync. ``config`` may be replaced at any time.
+
+    The log cleaner (``dari.storage.compaction``) rewrites closed segments in a worker thread
+    while holding ``_cleaner_lock``; retention skips a pass rather than wait for it, and
+    truncation, close and delete ask it to stop (``_cleaner_abort``) and wait the moment it
+    takes to notice.
     """
 
     def __init__(
@@ -80,7 +88,7 @@ class PartitionLog:
             loaded.segments,
             [s.base_offset for s in loaded.segments],
         )
-        self._graveyard: list[LogSegment] = []  # removed, files unlinked, descriptors still open
+        self._graveyard = _Graveyard()  # removed, files unlinked, descriptors still open
         self.log_start_offset = loaded.log_start_offset
         self.log_end_offset = loaded.segments[-1].next_offset
         self.recovered_segments = loaded.recovered_segments
@@ -97,6 +105,9 @@ class PartitionLog:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._cleaner_lock = threading.Lock()
+        self._cleaner_abort = threading.Event()
+        self.cleaner_checkpoint: CleanerCheckpoint = loaded.cleaner
 
     # ---- open / close ---------------------------------------------------------------------------
 
@@ -119,6 +130,12 @@ class PartitionLog:
         """Flush everything, then mark the shutdown clean so the next open skips recovery."""
         if self._closed:
             return
+        with self._cleaner_stopped():
+            self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
         self.flush()
         active = self._segments[-1]
         active.seal()
@@ -127,8 +144,9 @@ class PartitionLog:
         self._write_checkpoint()
         with self._lock:
             self._closed = True
-        for segment in (*self._segments, *self._graveyard):
+        for segment in self._segments:
             segment.close()
+        self._graveyard.close_all()
         marker = os.open(self.directory / CLEAN_SHUTDOWN_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
         os.fsync(marker)
         os.close(marker)
@@ -136,11 +154,16 @@ class PartitionLog:
 
     def delete(self) -> None:
         """Close the log and remove its directory (renamed first, so a crash leaves no log)."""
+        with self._cleaner_stopped():
+            self._delete()
+
+    def _delete(self) -> None:
         if not self._closed:
             with self._lock:
                 self._closed = True
-            for segment in (*self._segments, *self._graveyard):
+            for segment in self._segments:
                 segment.close()
+            self._graveyard.close_all()
         with self._checkpoint_lock:
             self._deleted = True
         doomed = self.directory.with_name(f".{self.directory.name}.{uuid.uuid4().hex}.deleting")
@@ -151,6 +174,16 @@ class PartitionLog:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @contextlib.contextmanager
+    def _cleaner_stopped(self) -> Iterator[None]:
+        """Stop a running cleaning (it notices between batches) and keep others out."""
+        self._cleaner_abort.set()
+        try:
+            with self._cleaner_lock:
+                yield
+        finally:
+            self._cleaner_abort.clear()
 
     # ---- append ---------------------------------------------------------------------------------
 
@@ -178,7 +211,7 @@ class PartitionLog:
         segment = self._segments[-1]
         if segment.size and (
             segment.size + size > config.segment_bytes
-            or now_ms - segment.rolling_ms >= config.segment_ms
+            or now_ms - segment.rolling_ms >= config.roll_ms
             or last - segment.base_offset > _INT32_MAX
             or segment.size + size > _INT32_MAX
         ):
@@ -190,13 +223,14 @@ class PartitionLog:
         return AppendInfo(base, last, -1 if append_time is None else append_time)
 
     def roll_if_due(self, now_ms: int | None = None) -> bool:
-        """Roll a non-empty active segment older than segment.ms; True if it rolled."""
+        """Roll a non-empty active segment older than segment.ms (or max.compaction.lag.ms on
+        a compacted log, when smaller); True if it rolled."""
         if self._closed:
             return False
         if now_ms is None:
             now_ms = int(self._clock() * 1000)
         active = self._segments[-1]
-        if active.size and now_ms - active.rolling_ms >= self.config.segment_ms:
+        if active.size and now_ms - active.rolling_ms >= self.config.roll_ms:
             self._roll()
             return True
         return False
@@ -346,25 +380,34 @@ class PartitionLog:
     # ---- retention and truncation ---------------------------------------------------------------
 
     def apply_retention(self, now_ms: int | None = None) -> int:
-        """Delete closed segments past retention.ms / retention.bytes or below the log start
-        offset; returns how many were deleted."""
+        """Delete closed segments past retention.ms / retention.bytes (cleanup.policy with
+        "delete") or below the log start offset; returns how many were deleted. While the
+        cleaner works on this log it does nothing (the next pass catches up)."""
         if self._closed:
             return 0
         if now_ms is None:
             now_ms = int(self._clock() * 1000)
-        doomed = segments_to_delete(
-            self._segments, self.config, now_ms, self.log_start_offset, self.size_bytes
-        )
-        if not doomed:
+        if not self._cleaner_lock.acquire(blocking=False):
             return 0
-        self._remove_segments([segment for segment, _ in doomed])
-        self.log_start_offset = max(self.log_start_offset, self._segments[0].base_offset)
-        self._write_checkpoint()
-        return len(doomed)
+        try:
+            if self._closed:
+                return 0
+            doomed = segments_to_delete(
+                self._segments, self.config, now_ms, self.log_start_offset, self.size_bytes
+            )
+            if not doomed:
+                return 0
+            self._remove_segments([segment for segment, _ in doomed])
+            self.log_start_offset = max(self.log_start_offset, self._segments[0].base_offset)
+            self._write_checkpoint()
+            return len(doomed)
+        finally:
+            self._cleaner_lock.release()
 
     def delete_records(self, before_offset: int) -> int:
         """Make ``before_offset`` the new log start offset (DeleteRecords); returns the log
-        start offset. The value is checkpointed before this returns."""
+        start offset. The value is checkpointed before this returns; the segments below it are
+        deleted now, or by the next retention pass if the cleaner is busy with the log."""
         if self._closed:
             raise LogClosedError(f"log {self.directory} is closed")
         if before_offset < 0 or before_offset > self.log_end_offset:
@@ -376,13 +419,18 @@ class PartitionLog:
         active = self._segments[-1]
         if active.size and active.next_offset <= before_offset:
             self._roll()  # everything is deleted: roll so the old active can go too
-        doomed = []
-        for segment in self._segments[:-1]:
-            if segment.next_offset > before_offset:
-                break
-            doomed.append(segment)
-        if doomed:
-            self._remove_segments(doomed)
+        if not self._cleaner_lock.acquire(blocking=False):
+            return self.log_start_offset
+        try:
+            doomed = []
+            for segment in self._segments[:-1]:
+                if segment.next_offset > before_offset:
+                    break
+                doomed.append(segment)
+            if doomed:
+                self._remove_segments(doomed)
+        finally:
+            self._cleaner_lock.release()
         return self.log_start_offset
 
     def truncate_to(self, offset: int) -> int:
@@ -394,6 +442,10 @@ class PartitionLog:
             raise ValueError(f"cannot truncate to negative offset {offset}")
         if offset >= self.log_end_offset:
             return self.log_end_offset
+        with self._cleaner_stopped():
+            return self._truncate_to(offset)
+
+    def _truncate_to(self, offset: int) -> int:
         now_ms = int(self._clock() * 1000)
         with self._lock:
             self._generation += 1
@@ -422,18 +474,27 @@ class PartitionLog:
             self._flushed_offset = min(self._flushed_offset, self.log_end_offset)
             self._recovery_point = min(self._recovery_point, active.base_offset)
         self._write_checkpoint()
+        cleaner = self.cleaner_checkpoint
+        end = self.log_end_offset
+        if cleaner.clean_offset > end or cleaner.compacted_end > end:
+            self.save_cleaner_checkpoint(
+                replace(
+                    cleaner,
+                    clean_offset=min(cleaner.clean_offset, end),
+                    compacted_end=min(cleaner.compacted_end, end),
+                    marks=tuple((min(upto, end), at) for upto, at in cleaner.marks),
+                )
+            )
         return self.log_end_offset
 
     def _remove_segments(self, doomed: list[LogSegment], keep_active: bool = True) -> None:
         """Take segments out of the log and unlink their files.
 
-        Their descriptors stay open until the next removal (or close): a read that picked a
+        Their descriptors stay open for a grace period (or until close): a read that picked a
         segment just before it was removed by retention in another thread still reads it
         intact, and a descriptor number is never reused under it.
         """
-        for segment in self._graveyard:
-            segment.close()
-        self._graveyard = []
+        self._graveyard.reap()
         with self._lock:
             segments, _ = self._layout
             if keep_active and segments[-1] in doomed:
@@ -446,7 +507,54 @@ class PartitionLog:
             self._rolled_in_flight = [s for s in self._rolled_in_flight if id(s) not in gone]
         for segment in doomed:
             segment.delete_files()
-        self._graveyard = doomed
+        self._graveyard.bury(doomed)
+
+    # ---- compaction support (called by the cleaner holding _cleaner_lock) ------------------------
+
+    def save_cleaner_checkpoint(self, checkpoint: CleanerCheckpoint) -> None:
+        with self._checkpoint_lock:
+            if self._deleted:
+                return
+            write_cleaner_checkpoint(self.directory, checkpoint)
+            self.cleaner_checkpoint = checkpoint
+
+    def swap_segments(self, old: list[LogSegment], new: LogSegment) -> None:
+        """Put ``new`` in place of the adjacent closed segments ``old`` in one layout swap.
+
+        The old segments keep their descriptors for a grace period, so readers in flight
+        still read them (see ``_Graveyard``)."""
+        with self._lock:
+            segments, _ = self._layout
+            ids = [id(s) for s in segments]
+            first = ids.index(id(old[0]))
+            if ids[first : first + len(old)] != [id(s) for s in old] or segments[-1] in old:
+                raise AssertionError("cleaned segments are no longer adjacent closed segments")
+            kept = [*segments[:first], new, *segments[first + len(old) :]]
+            self._layout = (kept, [s.base_offset for s in kept])
+            gone = {id(s) for s in old}
+            self._unflushed_rolled = [s for s in self._unflushed_rolled if id(s) not in gone]
+            self._rolled_in_flight = [s for s in self._rolled_in_flight if id(s) not in gone]
+        self._graveyard.bury(old)
+
+    def close_replaced_segments(self) -> None:
+        self._graveyard.reap()
+
+    @contextlib.contextmanager
+    def cleaning(self) -> Iterator[bool]:
+        """Hold the cleaner lock if it is free (yields True) for one cleaning; yields False
+        when another cleaning, a retention pass or a close already holds it."""
+        if not self._cleaner_lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            self.close_replaced_segments()
+            yield not self._closed
+        finally:
+            self._cleaner_lock.release()
+
+    @property
+    def cleaner_abort_requested(self) -> bool:
+        return self._cleaner_abort.is_set()
 
     @property
     def _segments(self) -> list[LogSegment]:
@@ -467,6 +575,43 @@ class PartitionLog:
             f"PartitionLog({self.directory.name}, start={self.log_start_offset}, "
             f"end={self.log_end_offset}, segments={len(self._segments)})"
         )
+
+
+class _Graveyard:
+    """Segments taken out of a log, files unlinked, descriptors still open.
+
+    A read on the loop picks a segment from the layout and then preads it; retention or the
+    cleaner may remove that segment from another thread in between. Keeping descriptors
+    open for ``GRACE_S`` (monotonic time, whatever the log's clock says) lets such a read
+    finish on the old data, and keeps a reused descriptor number from ever being read in
+    its place. Safe across threads.
+    """
+
+    GRACE_S = 10.0
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[float, LogSegment]] = []
+        self._lock = threading.Lock()
+
+    def bury(self, segments: list[LogSegment]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._entries.extend((now, segment) for segment in segments)
+
+    def reap(self) -> None:
+        """Close the segments removed more than ``GRACE_S`` ago."""
+        limit = time.monotonic() - self.GRACE_S
+        with self._lock:
+            due = [segment for at, segment in self._entries if at <= limit]
+            self._entries = [(at, segment) for at, segment in self._entries if at > limit]
+        for segment in due:
+            segment.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            entries, self._entries = self._entries, []
+        for _, segment in entries:
+            segment.close()
 
 
 def _floor_index(bases: list[int], offset: int) -> int:

@@ -1,7 +1,9 @@
 """Delete policy: which closed segments retention removes (Kafka's cleanup.policy=delete).
 
 Only a prefix of the closed segments is ever deleted, so the log stays contiguous; the active
-segment is never deleted here (a time-based roll turns it into a closed one first).
+segment is never deleted here (a time-based roll turns it into a closed one first). Retention by
+time and size applies only when the cleanup policy contains "delete"; segments below the log
+start offset (DeleteRecords) go whatever the policy.
 """
 
 from __future__ import annotations
@@ -35,15 +37,18 @@ def segments_to_delete(
     total_bytes: int,
 ) -> list[tuple[LogSegment, Reason]]:
     """The oldest closed segments that are entirely below the log start offset, older than
-    retention.ms, or whose removal keeps the log at or above retention.bytes."""
+    retention.ms, or whose removal keeps the log at or above retention.bytes (the last two
+    only under cleanup.policy "delete")."""
     doomed: list[tuple[LogSegment, Reason]] = []
     remaining = total_bytes
+    by_time = config.delete and config.retention_ms >= 0
+    by_size = config.delete and config.retention_bytes >= 0
     for segment in segments[:-1]:
         if segment.next_offset <= log_start_offset:
             reason = Reason.LOG_START
-        elif config.retention_ms >= 0 and now_ms - segment_timestamp(segment) > config.retention_ms:
+        elif by_time and now_ms - segment_timestamp(segment) > config.retention_ms:
             reason = Reason.TIME
-        elif config.retention_bytes >= 0 and remaining - segment.size >= config.retention_bytes:
+        elif by_size and remaining - segment.size >= config.retention_bytes:
             reason = Reason.SIZE
         else:
             break

@@ -4,6 +4,9 @@ The ``.log`` holds RecordBatch v2 bytes exactly as appended. A segment knows its
 offset after its last batch and its largest timestamp, keeps both sparse indexes in memory
 and can rebuild them (and cut off a torn or corrupt tail) from the log (Kafka's
 ``LogSegment.recover``).
+
+Offsets inside a segment are contiguous, except in segments rewritten by the log cleaner
+(``compacted``), where batches keep their original offsets and gaps are expected.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ RECOVER_CHUNK = 8 * 1024 * 1024
 NO_TIMESTAMP = -1
 INDEX_WRITE_BATCH = 4096  # index entries reach their file in writes of this many bytes
 _MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD
+_INT32_MAX = (1 << 31) - 1
 
 
 def segment_name(base_offset: int) -> str:
@@ -48,15 +52,19 @@ class LogSegment:
     ``close`` from closing a descriptor under a running fsync.
     """
 
-    def __init__(self, directory: Path, base_offset: int, fd: int, size: int) -> None:
+    def __init__(
+        self, directory: Path, base_offset: int, fd: int, size: int, suffix: str = ""
+    ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.fd = fd
         self.size = size
-        stem = directory / segment_name(base_offset)
-        self.log_path = stem.with_suffix(LOG_SUFFIX)
-        self.offset_index = OffsetIndex(stem.with_suffix(INDEX_SUFFIX), base_offset)
-        self.time_index = TimeIndex(stem.with_suffix(TIME_INDEX_SUFFIX), base_offset)
+        stem = segment_name(base_offset)
+        self.log_path = directory / (stem + LOG_SUFFIX + suffix)
+        self.offset_index = OffsetIndex(directory / (stem + INDEX_SUFFIX + suffix), base_offset)
+        self.time_index = TimeIndex(directory / (stem + TIME_INDEX_SUFFIX + suffix), base_offset)
+        # Rewritten by the cleaner: batches keep their offsets, so gaps between them are valid.
+        self.compacted = False
         self.next_offset = base_offset
         self.max_timestamp = NO_TIMESTAMP
         self.offset_of_max_timestamp = base_offset  # base offset of the batch that reached it
@@ -76,6 +84,41 @@ class LogSegment:
         segment.offset_index.rewrite(b"")
         segment.time_index.rewrite(b"")
         return segment
+
+    @classmethod
+    def create_temporary(cls, directory: Path, base_offset: int, suffix: str) -> LogSegment:
+        """A new compacted segment whose three files carry ``suffix`` (e.g. ".cleaned") until
+        ``rename_files`` gives them their final names; any stale files of that name go first."""
+        stem = segment_name(base_offset)
+        for name in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            (directory / (stem + name + suffix)).unlink(missing_ok=True)
+        path = directory / (stem + LOG_SUFFIX + suffix)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        segment = cls(directory, base_offset, fd, 0, suffix)
+        segment.compacted = True
+        segment.offset_index.rewrite(b"")
+        segment.time_index.rewrite(b"")
+        return segment
+
+    def rename_files(self, suffix: str) -> None:
+        """Rename the three files to their base names plus ``suffix`` ("" = final names),
+        indexes first and the .log last, so the .log's name alone tells recovery how far a
+        swap got. Open descriptors follow the files."""
+        stem = segment_name(self.base_offset)
+        indexes = ((self.offset_index, INDEX_SUFFIX), (self.time_index, TIME_INDEX_SUFFIX))
+        for index, name in indexes:
+            target = self.directory / (stem + name + suffix)
+            os.rename(index.path, target)
+            index.path = target
+        target = self.directory / (stem + LOG_SUFFIX + suffix)
+        os.rename(self.log_path, target)
+        self.log_path = target
+
+    def discard(self) -> None:
+        """Close and unlink a temporary segment that will not be used."""
+        self.close()
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            path.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, directory: Path, base_offset: int) -> LogSegment:
@@ -104,7 +147,7 @@ class LogSegment:
         if last_entry is not None:
             self.max_timestamp, self.offset_of_max_timestamp = last_entry
         for position, header in self.iter_headers(start):
-            if header.magic != MAGIC_V2 or header.base_offset != expected:
+            if header.magic != MAGIC_V2 or not self._continues(header, expected):
                 raise CorruptRecordError(f"unexpected batch at byte {position} of {self.log_path}")
             expected = header.next_offset
             if header.max_timestamp > self.max_timestamp:
@@ -121,7 +164,8 @@ class LogSegment:
         """Rebuild both indexes from the log, truncating at the first invalid batch.
 
         A batch is valid when it is whole, is v2, its CRC32C matches and its base offset
-        continues the previous batch. Returns the number of bytes cut off.
+        continues the previous batch (or, in a compacted segment, follows it). Returns the
+        number of bytes cut off.
         """
         offsets, positions = array("i"), array("i")
         timestamps, time_offsets = array("q"), array("i")
@@ -137,11 +181,11 @@ class LogSegment:
             chunk = os.pread(self.fd, min(need, file_size - pos), pos)
             length, headers = valid_prefix(chunk)
             for header in headers:
-                if header.base_offset != expected or header.last_offset_delta < 0:
+                if not self._continues(header, expected) or header.last_offset_delta < 0:
                     stop = True
                     break
                 if header.max_timestamp > max_ts:
-                    max_ts, max_ts_offset = header.max_timestamp, expected
+                    max_ts, max_ts_offset = header.max_timestamp, header.base_offset
                 if since > index_interval_bytes:
                     offsets.append(header.last_offset - base)
                     positions.append(pos)
@@ -177,6 +221,14 @@ class LogSegment:
         self.seal()
         self.rolling_ms = self._first_batch_time(now_ms)
         return truncated
+
+    def _continues(self, header: BatchHeader, expected: int) -> bool:
+        """Whether a batch may follow one that ended just before ``expected``."""
+        if header.last_offset - self.base_offset > _INT32_MAX:
+            return False
+        if self.compacted:
+            return header.base_offset >= expected
+        return header.base_offset == expected
 
     def seal(self) -> None:
         """Make the time index's last entry the segment's max timestamp (on roll and close)."""
@@ -271,7 +323,68 @@ class LogSegment:
         offset_index.write_pending_if_over(INDEX_WRITE_BATCH)
         time_index.write_pending_if_over(INDEX_WRITE_BATCH)
 
+    def append_batches(
+        self,
+        buf: bytes | bytearray | memoryview,
+        headers: list[BatchHeader],
+        index_interval_bytes: int,
+    ) -> None:
+        """Write batches that keep the offsets in their headers (the cleaner's output, where
+        gaps are allowed) with one write, then update the indexes."""
+        position = self.size
+        _write_all(self.fd, buf)
+        base = self.base_offset
+        since = self._bytes_since_index
+        max_ts, max_ts_offset = self.max_timestamp, self.offset_of_max_timestamp
+        offset = self.next_offset
+        for header in headers:
+            if header.base_offset < offset:
+                raise ValueError(f"offset {header.base_offset} after {offset - 1}")
+            if header.max_timestamp > max_ts:
+                max_ts, max_ts_offset = header.max_timestamp, header.base_offset
+            if since > index_interval_bytes:
+                self.offset_index.append(header.last_offset - base, position)
+                self.time_index.maybe_append(max_ts, max_ts_offset - base)
+                since = 0
+            since += header.size
+            position += header.size
+            offset = header.next_offset
+        self._bytes_since_index = since
+        self.max_timestamp, self.offset_of_max_timestamp = max_ts, max_ts_offset
+        self.size = position
+        self.next_offset = offset
+        self.offset_index.write_pending_if_over(INDEX_WRITE_BATCH)
+        self.time_index.write_pending_if_over(INDEX_WRITE_BATCH)
+
     # ---- read ------------------------------------------------------------------------------
+
+    def iter_batches(
+        self, chunk_bytes: int = RECOVER_CHUNK
+    ) -> Iterator[tuple[BatchHeader, memoryview]]:
+        """Every batch (header and bytes) in order, read in chunks of about ``chunk_bytes``:
+        one pread per chunk instead of one per batch, for whole-segment scans (the cleaner).
+        Batches are not CRC-checked (closed segments were validated when written)."""
+        end = self.size
+        pos = 0
+        while pos < end:
+            want = min(max(chunk_bytes, HEADER_SIZE), end - pos)
+            chunk = memoryview(_pread_all(self.fd, want, pos))
+            rel = 0
+            while len(chunk) - rel >= HEADER_SIZE:
+                header = parse_header(chunk, rel)
+                size = header.size
+                if header.batch_length < _MIN_BATCH_LENGTH or pos + rel + size > end:
+                    raise CorruptRecordError(f"bad batch at byte {pos + rel} of {self.log_path}")
+                if rel + size > len(chunk):
+                    if rel == 0:  # one batch larger than the chunk: read it whole
+                        chunk = memoryview(_pread_all(self.fd, size, pos))
+                    else:
+                        break
+                yield header, chunk[rel : rel + size]
+                rel += size
+            if rel == 0 and len(chunk) < HEADER_SIZE:
+                raise CorruptRecordError(f"trailing bytes at {pos} of {self.log_path}")
+            pos += rel
 
     def iter_headers(self, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
         """(position, header) of every batch from ``start`` (a batch boundary) to the end.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 
+from dari.storage.compaction import CleanStats, LogCleaner
 from dari.storage.config import LogConfig
 from dari.storage.log import LogClosedError, PartitionLog
 
@@ -280,6 +281,69 @@ class FlushScheduler:
         self._waiters.clear()
 
 
+def _provider(logs: LogsProvider | LogStore) -> LogsProvider:
+    if isinstance(logs, LogStore):
+        store = logs
+        return lambda: list(store.logs.values())
+    return logs
+
+
+async def run_cleaner(
+    logs: LogsProvider | LogStore,
+    interval_s: float = 15.0,
+    executor: Executor | None = None,
+    cleaner: LogCleaner | None = None,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Forever: every ``interval_s``, compact the logs that need it (``clean_due_logs``).
+
+    The broker starts it as a task it owns and cancels on shutdown, next to
+    ``run_maintenance``, e.g. ``tg.create_task(run_cleaner(topics.all_logs, 15, executor))``.
+    Cleaning runs in ``executor`` (default: the loop's), one log at a time, so the event loop
+    keeps serving appends and reads; cancelling the task leaves a running pass to finish in
+    its thread (closing the log stops it promptly).
+    """
+    provider = _provider(logs)
+    cleaner = cleaner if cleaner is not None else LogCleaner()
+    while True:
+        await asyncio.sleep(interval_s)
+        await clean_due_logs(provider(), cleaner, executor, int(clock() * 1000))
+
+
+async def clean_due_logs(
+    logs: Iterable[PartitionLog],
+    cleaner: LogCleaner,
+    executor: Executor | None = None,
+    now_ms: int | None = None,
+) -> list[CleanStats]:
+    """One cleaner pass: for each open log with cleanup.policy "compact" whose dirty ratio,
+    max.compaction.lag.ms or expired tombstones call for it, run ``cleaner.clean`` in
+    ``executor``; failures are logged and the other logs still get their turn."""
+    loop = asyncio.get_running_loop()
+    done: list[CleanStats] = []
+    for partition_log in list(logs):
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if not cleaner.needs_cleaning(partition_log, now):
+            continue
+        try:
+            stats = await loop.run_in_executor(executor, cleaner.clean, partition_log, now)
+        except Exception:
+            log.exception("cleaning %s failed", partition_log)
+            continue
+        if stats.cleaned:
+            log.info(
+                "cleaned %s: %d segments, %.1f MB -> %.1f MB, %d records removed in %.2fs",
+                partition_log,
+                stats.segments_read,
+                stats.bytes_read / 1e6,
+                (stats.bytes_read - stats.bytes_saved) / 1e6,
+                stats.records_removed,
+                stats.seconds,
+            )
+            done.append(stats)
+    return done
+
+
 async def run_maintenance(
     logs: LogsProvider | LogStore,
     interval_s: float = 30.0,
@@ -291,9 +355,7 @@ async def run_maintenance(
     it as a task owned by the server and cancel it on shutdown, e.g.
     ``tg.create_task(run_maintenance(store, 30))``.
     """
-    provider: LogsProvider = (
-        (lambda: list(logs.logs.values())) if isinstance(logs, LogStore) else logs
-    )
+    provider = _provider(logs)
     while True:
         await asyncio.sleep(interval_s)
         maintain(provider(), int(clock() * 1000))
