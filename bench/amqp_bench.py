@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import amqp_brokers, procs
 from bench.amqp_report import render
 from bench.brokers import Broker, BrokerStartError
@@ -98,7 +100,8 @@ def _deadline(count: int, rate: float = 5_000) -> float:
 def _pair(broker: Broker, workdir: Path, consumer: dict[str, Any], publisher: dict[str, Any],
           count: int) -> tuple[dict[str, Any], dict[str, Any], Window]:
     """Consumer first (it declares the queue), then the publisher; CPU from the first send
-    to the consumer's report."""
+    to the consumer's report. The whole machine's busy % over that window goes into the
+    consumer's result as `machine_cpu_pct` (other load on the box shows up there)."""
     if not broker.alive():
         raise ClientFailed(f"broker exited with code {broker.proc.returncode}")
     queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -112,11 +115,13 @@ def _pair(broker: Broker, workdir: Path, consumer: dict[str, Any], publisher: di
             pub.expect("START", deadline)
             timer = _Timer(broker)
             timer.start()
+            psutil.cpu_percent(None)
             pres = pub.result(deadline)
         finally:
             pub.close()
         cres = cons.result(deadline)
         window = timer.stop()
+        cres["machine_cpu_pct"] = psutil.cpu_percent(None) * (os.cpu_count() or 1)
     finally:
         cons.close()
     return pres, cres, window
@@ -181,7 +186,9 @@ class AMQPBench:
                 value, cpu = count / seconds, window.cpu_pct
                 print(f"    {scenario}: {value:,.0f} msg/s, broker CPU {cpu:.0f}%, publisher "
                       f"{pres['publish_rate']:,.0f} msg/s at {pres['cpu_pct']:.0f}% CPU, "
-                      f"consumer at {cres['cpu_pct']:.0f}% CPU", flush=True)
+                      f"consumer at {cres['cpu_pct']:.0f}% CPU; whole machine "
+                      f"{cres['machine_cpu_pct']:.0f}% of {100 * (os.cpu_count() or 1)}%",
+                      flush=True)
         except Exception as exc:  # one failed row must not stop the run
             error = _describe(exc)
         self._add(broker.name, Entry(group, scenario, "msg/s", "msg/s", "higher", value, cpu,
@@ -232,8 +239,8 @@ class AMQPBench:
             self._add(broker.name, Entry("latency", scenario, metric, "ms", "lower",
                                          None if error else value, cpu, error, detail))
         if not error:
-            print(f"    {scenario}: p50 {cres['p50_ms']:.2f} ms, p99 {cres['p99_ms']:.2f} ms",
-                  flush=True)
+            print(f"    {scenario}: p50 {cres['p50_ms']:.2f} ms, p99 {cres['p99_ms']:.2f} ms; "
+                  f"whole machine {cres['machine_cpu_pct']:.0f}% CPU", flush=True)
 
     # -- driver -------------------------------------------------------------------------------
 

@@ -5,9 +5,12 @@ By default every test runs against `dari serve --amqp 127.0.0.1:0`. Setting
 broker instead (that is how they were validated against RabbitMQ); tests that must kill or
 restart the broker are skipped in that mode only, because the suite does not own the process.
 
-`AMQP_READY` is the one switch to flip when dari's AMQP listener lands: while it is False, every
-test collected here is a strict xfail in the normal run (each one really fails, and fast: the
-broker refuses `--amqp` or reports no `amqp=` listener), so the main suite stays green.
+`AMQP_READY` is the one switch for dari's AMQP listener as a whole: while it is False, every test
+collected here is a strict xfail in the normal run (each one really fails, and fast: the broker
+refuses `--amqp` or reports no `amqp=` listener). `KNOWN_GAPS` lists the tests that still fail
+against dari, each a strict xfail with its diagnosis: delete an entry when its fix lands (a strict
+xfail that passes fails the run, so a stale entry cannot linger). Neither applies to the external
+mode, where every test must simply pass.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from broker import Broker
 
 AMQP_READY = True
 NOT_READY_REASON = "issue 4: AMQP listener not implemented yet"
+KNOWN_GAPS: dict[str, str] = {
+    # "file.py::test_name[param]": what dari does wrong
+    "test_pika_blocking.py::test_server_named_exclusive_queue_and_delete_reports_count": (
+        "dari: queue.declare with an empty name generates amq.gen-* and then refuses that very "
+        "name with 403 ACCESS_REFUSED (reserved prefix), so server-named queues are unusable"
+    ),
+}
 EXTERNAL_URL = os.environ.get("DARI_TEST_AMQP_URL", "").strip() or None
 EXTERNAL_SKIP_REASON = (
     "kills or restarts the broker, but DARI_TEST_AMQP_URL points at an external broker this "
@@ -35,12 +45,15 @@ _HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if AMQP_READY or EXTERNAL_URL:
+    if EXTERNAL_URL:
         return
-    marker = pytest.mark.xfail(strict=True, reason=NOT_READY_REASON)
     for item in items:
-        if _HERE in Path(item.path).resolve().parents:
-            item.add_marker(marker)
+        if _HERE not in Path(item.path).resolve().parents:
+            continue
+        key = f"{Path(item.path).name}::{item.name}"
+        reason = KNOWN_GAPS.get(key) if AMQP_READY else NOT_READY_REASON
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 @dataclass(frozen=True)

@@ -191,19 +191,29 @@ class AMQPBroker:
         exclusive_owner: object | None,
         auto_delete: bool,
         arguments: Mapping[str, Any],
+        connection: object | None = None,
     ) -> Queue:
+        """queue.declare from ``connection`` (``exclusive_owner`` is it when exclusive)."""
         state = self.vhosts[vhost_name]
-        if not name:
+        generated = not name
+        if generated:
             name = "amq.gen-" + secrets.token_urlsafe(16)
         existing = state.queues.get(name)
         if existing is not None:
-            existing.check_exclusive(exclusive_owner)
+            existing.check_exclusive(connection)
             if not passive:
-                self._check_equivalent(existing, durable, exclusive_owner, auto_delete, arguments)
+                if exclusive_owner is not None and not existing.exclusive:
+                    # RabbitMQ's strict exclusive-access check on declare
+                    existing.exclusive_owner, owner = object(), existing.exclusive_owner
+                    try:
+                        existing.check_exclusive(connection)
+                    finally:
+                        existing.exclusive_owner = owner
+                self._check_equivalent(existing, durable, auto_delete, arguments)
             return existing
         if passive:
             raise NotFound(f"no {resource('queue', name, vhost_name)}")
-        if name.startswith("amq."):
+        if name.startswith("amq.") and not generated:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         queue = self._make_queue(
             state,
@@ -223,7 +233,6 @@ class AMQPBroker:
         self,
         queue: Queue,
         durable: bool,
-        exclusive_owner: object | None,
         auto_delete: bool,
         arguments: Mapping[str, Any],
     ) -> None:
@@ -237,8 +246,6 @@ class AMQPBroker:
 
         if queue.durable != durable:
             raise refuse("durable", _bool(durable), _bool(queue.durable))
-        if queue.exclusive != (exclusive_owner is not None):
-            raise refuse("exclusive", _bool(exclusive_owner is not None), _bool(queue.exclusive))
         if queue.auto_delete != auto_delete:
             raise refuse("auto_delete", _bool(auto_delete), _bool(queue.auto_delete))
         for key in _COMPARED_ARGS:

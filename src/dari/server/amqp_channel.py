@@ -549,6 +549,7 @@ class Channel:
             exclusive_owner=self.connection if method.exclusive else None,
             auto_delete=method.auto_delete,
             arguments=method.arguments or {},
+            connection=self.connection,
         )
         if not method.nowait:
             self._send(
