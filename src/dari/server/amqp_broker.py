@@ -8,11 +8,13 @@ dropped on restart, as RabbitMQ drops it. Owned by the event loop thread.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +111,17 @@ class AMQPBroker:
         for state in self.vhosts.values():
             for queue in state.queues.values():
                 queue.close()
+
+    async def expire_forever(self, interval_s: float = 0.25) -> None:
+        """Drop messages whose TTL passed at the head of their queues (and dead-letter them)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            now = int(time.time() * 1000)
+            for state in self.vhosts.values():
+                for queue in list(state.queues.values()):
+                    due = queue.next_expiry_ms()
+                    if due is not None and due <= now:
+                        queue.expire(now)
 
     def logs(self) -> Iterator[Any]:
         """Every log of every durable queue (for the flush scheduler)."""

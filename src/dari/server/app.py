@@ -167,6 +167,7 @@ class Broker:
         queue_config = replace(broker_log_config(settings), segment_bytes=64 << 20)
         self.amqp = AMQPBroker(settings.data_dir, self.flusher, queue_config, users, vhosts)
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
+        self._spawn(self.amqp.expire_forever())
         amqp_settings = {
             "frame_max": settings["amqp.frame.max"],
             "channel_max": settings["amqp.channel.max"],
