@@ -30,11 +30,7 @@ from broker import Broker
 AMQP_READY = True
 NOT_READY_REASON = "issue 4: AMQP listener not implemented yet"
 KNOWN_GAPS: dict[str, str] = {
-    # "file.py::test_name[param]": what dari does wrong
-    "test_pika_blocking.py::test_server_named_exclusive_queue_and_delete_reports_count": (
-        "dari: queue.declare with an empty name generates amq.gen-* and then refuses that very "
-        "name with 403 ACCESS_REFUSED (reserved prefix), so server-named queues are unusable"
-    ),
+    # "file.py::test_name[param]": what dari still does wrong (empty: everything passes)
 }
 EXTERNAL_URL = os.environ.get("DARI_TEST_AMQP_URL", "").strip() or None
 EXTERNAL_SKIP_REASON = (
