@@ -158,7 +158,7 @@ def start_dari(workdir: Path, timeout: float = 60.0) -> Broker:
     port = free_port()
     data_dir = workdir / "data"
     argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(data_dir),
-            "--kafka", f"127.0.0.1:{port}"]
+            "--kafka", f"127.0.0.1:{port}", "--amqp", "127.0.0.1:0"]
     broker = _spawn("dari", argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
     deadline = broker.spawned_at + timeout
     while True:

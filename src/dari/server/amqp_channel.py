@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
-from dari.message import Message
+from dari.message import Message, parse_properties
 from dari.protocol.amqp import Ack, AMQPError, ContentHeader, Nack, Publish, Reject, ReplyCode
 from dari.queues.consumers import Credit, Delivery, PrefetchConsumer
 from dari.queues.errors import NotFound, PreconditionFailed, QueuesError, resource
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 _PUBLISH, _ACK, _REJECT, _NACK = (60, 40), (60, 80), (60, 90), (60, 120)
 _HEADER_PREFIX = 12  # class id, weight, body size before the property flags
+# Publishers mostly repeat the same property bytes: parse each distinct value once.
+_PROPERTIES_CACHE: dict[bytes, tuple[int, int | None, str | None]] = {}
+_PROPERTIES_CACHE_SIZE = 4096
 
 
 class _LazyHeaders(dict):  # type: ignore[type-arg]
@@ -205,15 +208,18 @@ class Channel:
                     )
                 )
             return
-        raw = header.raw
+        properties = header.raw[_HEADER_PREFIX:]
+        parsed = _PROPERTIES_CACHE.get(properties)
+        if parsed is None:
+            try:
+                parsed = parse_properties(properties)
+            except ValueError as exc:
+                raise self._error(ReplyCode.SYNTAX_ERROR, str(exc), _PUBLISH) from None
+            if len(_PROPERTIES_CACHE) < _PROPERTIES_CACHE_SIZE:
+                _PROPERTIES_CACHE[properties] = parsed
+        delivery_mode, priority, expiration = parsed
         message = Message(
-            exchange,
-            routing_key,
-            bytes(body),
-            raw[_HEADER_PREFIX:],
-            header.delivery_mode or 0,
-            header.priority,
-            header.expiration,
+            exchange, routing_key, bytes(body), properties, delivery_mode, priority, expiration
         )
         for queue in queues:
             result = queue.publish(message)  # type: ignore[attr-defined]
