@@ -504,6 +504,8 @@ class KafkaHandlers:
             try:
                 if name is None:
                     raise UnknownTopicError("unknown topic id")
+                if name in INTERNAL_TOPICS:
+                    raise InvalidTopicError(f"internal topic {name} cannot be deleted")
                 deleted = self.topics.delete(name)
                 topic_id = deleted.topic_id
             except StreamsError as exc:
