@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "log.retention.check.interval.ms": 300_000,
     "log.index.interval.bytes": 4096,
     "log.flush.policy": "os",
+    "log.cleaner.backoff.ms": 15_000,
     "log.flush.interval.ms": 1000,
     "log.message.timestamp.type": "CreateTime",
     # consumer groups and __consumer_offsets (Kafka's names and defaults)

@@ -59,24 +59,30 @@ def broker_on_5672(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             pytest.skip(f"the third-party suites need a broker on 127.0.0.1:{PORT}: {EXTERNAL_URL}")
         yield
         return
-    probe = socket.socket()
-    try:
-        probe.bind(("127.0.0.1", PORT))
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
+    if not port_is_free(PORT):
         pytest.fail(
             f"port {PORT} is taken (a RabbitMQ or another dari?): the third-party suites "
             f"hard-code it, so this test needs it free",
             pytrace=False,
         )
-    finally:
-        probe.close()
     broker = dari_amqp_broker(tmp_path_factory.mktemp("amqp-5672"), amqp_port=PORT)
     try:
         yield
     finally:
         broker.close()
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:port (TIME_WAIT leftovers do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            return False
+    return True
 
 
 def sdist_tree(request: pytest.FixtureRequest, tmp_path: Path, distribution: str) -> Path:

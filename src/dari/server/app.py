@@ -22,6 +22,7 @@ from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
 from dari.server.kafka_handlers import KafkaHandlers
 from dari.storage import FlushScheduler, LogConfig, LogStore, PartitionLog
+from dari.storage.store import run_cleaner
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import TopicManager, remove_orphan_dirs
@@ -144,6 +145,7 @@ class Broker:
         await self._start_amqp(settings)
         interval = settings["log.retention.check.interval.ms"] / 1000
         self._spawn(self._maintenance(interval))
+        self._spawn(run_cleaner(self._all_logs, settings["log.cleaner.backoff.ms"] / 1000))
 
     async def _start_amqp(self, settings: Settings) -> None:
         """Recover durable AMQP definitions and queues, then listen."""

@@ -32,6 +32,7 @@ from dari.protocol.kafka.produce import (
     ProduceRequestData,
     encode_produce_response,
 )
+from dari.records import iter_records
 from dari.records.batch import BatchHeader, CorruptRecordError, UnsupportedMagicError, validate
 from dari.storage import FlushScheduler, OffsetOutOfRangeError, PartitionLog
 from dari.streams.errors import (
@@ -71,6 +72,23 @@ _DOMAIN_CODES: dict[type[StreamsError], ErrorCode] = {
 
 def error_code_of(exc: StreamsError) -> ErrorCode:
     return _DOMAIN_CODES.get(type(exc), ErrorCode.unknown_server_error)
+
+
+def _keyless_record(records: memoryview, headers: list[BatchHeader]) -> str | None:
+    """Kafka refuses records without a key on compacted topics: the cleaner could never
+    decide which of them is the latest."""
+    pos = 0
+    for header in headers:
+        if not header.is_control:
+            batch = records[pos : pos + header.size]
+            try:
+                for record in iter_records(batch):
+                    if record.key is None:
+                        return "compacted topic cannot accept message without key"
+            except CorruptRecordError as exc:
+                return str(exc)
+        pos += header.size
+    return None
 
 
 class _Build:
@@ -208,6 +226,12 @@ class KafkaHandlers:
             log.warning("produce to %s-%d refused: %s", topic.name, index, exc)
             code = ErrorCode.corrupt_message
             return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
+        if plog.config.compact:
+            refusal = _keyless_record(records, headers)
+            if refusal is not None:
+                log.info("produce to %s-%d refused: %s", topic.name, index, refusal)
+                code = ErrorCode.invalid_record
+                return PartitionResult(index, code, -1, -1, plog.log_start_offset, refusal)
         state = None
         if headers[0].producer_id >= 0:
             state = self.producer_states.get(plog)
