@@ -31,6 +31,7 @@ from dari.queues.errors import (
 )
 from dari.queues.exchanges import ExchangeType, exchange_type
 from dari.queues.exchanges.base import Headers
+from dari.queues.values import amqp_type
 
 DEFAULT_EXCHANGE = ""
 ALTERNATE_EXCHANGE = "alternate-exchange"
@@ -178,7 +179,7 @@ class VirtualHost:
         ae = args.get(ALTERNATE_EXCHANGE)
         if ae is not None and not isinstance(ae, str | bytes):
             raise PreconditionFailed(
-                f"invalid type '{_amqp_type(ae)}' for arg '{ALTERNATE_EXCHANGE}' "
+                f"invalid type '{amqp_type(ae)}' for arg '{ALTERNATE_EXCHANGE}' "
                 f"in {self._rs_exchange(name)}"
             )
         x = Exchange(name, type, durable, auto_delete, internal, args)
@@ -580,28 +581,8 @@ def _text(value: str | bytes) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def _amqp_type(value: Any) -> str:
-    if isinstance(value, str | bytes):
-        return "longstr"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, Decimal):
-        return "decimal"
-    if isinstance(value, _dt.datetime):
-        return "timestamp"
-    if isinstance(value, Mapping):
-        return "table"
-    if isinstance(value, list | tuple):
-        return "array"
-    return "void"
-
-
 def _type_class(value: Any) -> str:
-    kind = _amqp_type(value)
+    kind = amqp_type(value)
     return {"long": "int", "decimal": "int", "double": "float"}.get(kind, kind)
 
 
@@ -625,7 +606,7 @@ def _typed_val(value: Any) -> str:
     if value is None:
         return "none"
     shown = _text(value) if isinstance(value, str | bytes) else repr(value)
-    return f"the value '{shown}' of type '{_amqp_type(value)}'"
+    return f"the value '{shown}' of type '{amqp_type(value)}'"
 
 
 # ---------------------------------------------------------------------- JSON for field tables

@@ -15,6 +15,7 @@ from typing import Any
 
 from dari.queues.bindings import Binding, Destination
 from dari.queues.exchanges.base import ExchangeType, Headers, register_exchange_type
+from dari.queues.values import amqp_type
 
 X_MATCH = "x-match"
 _MODES = ("all", "any", "all-with-x", "any-with-x")
@@ -32,24 +33,6 @@ def _erlang_repr(value: Any) -> str:
     if value is None:
         return "undefined"
     return repr(value)
-
-
-def _amqp_type(value: Any) -> str:
-    if isinstance(value, str | bytes | bytearray):
-        return "longstr"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, Mapping):
-        return "table"
-    if isinstance(value, list | tuple):
-        return "array"
-    if value is None:
-        return "void"
-    return type(value).__name__
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -139,7 +122,7 @@ class HeadersExchange(ExchangeType):
                 "expected all, any, all-with-x, or any-with-x"
             )
         return (
-            f"Invalid x-match field type {_amqp_type(mode)} (value {_erlang_repr(mode)}); "
+            f"Invalid x-match field type {amqp_type(mode)} (value {_erlang_repr(mode)}); "
             "expected longstr"
         )
 
