@@ -24,7 +24,7 @@ from dari.config import DEFAULTS, Settings
 from dari.protocol.kafka.apis import ApiKey
 from dari.protocol.kafka.codec import RequestHeader
 from dari.protocol.kafka.errors import ErrorCode
-from dari.server.kafka_handlers import ZERO, Handled, Response, _Build
+from dari.server.kafka_handlers import ZERO, Handled, Response, ResponseBuilder
 from dari.storage import LogClosedError, OffsetOutOfRangeError
 from dari.streams.errors import InvalidConfigError, InvalidTopicError, UnknownTopicError
 from dari.streams.topics import Topic, TopicManager, check_topic_name
@@ -437,7 +437,7 @@ class KafkaAdmin:
 
     # -- DescribeConfigs -------------------------------------------------------------------
     def describe_configs(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         docs = getattr(req, "include_documentation", False)  # v3+
         results = []
         for resource in req.resources:
@@ -473,7 +473,9 @@ class KafkaAdmin:
         return build(throttle_time=ZERO, results=tuple(results))
 
     @staticmethod
-    def _describe_entry(build: _Build, entry: ConfigEntry, synonyms: bool, docs: bool) -> Any:
+    def _describe_entry(
+        build: ResponseBuilder, entry: ConfigEntry, synonyms: bool, docs: bool
+    ) -> Any:
         return build(
             "DescribeConfigsResourceResult",
             name=entry.name,
@@ -636,7 +638,7 @@ class KafkaAdmin:
         req: Any,
         new_overrides: Callable[[Topic, Any], dict[str, str]],
     ) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         seen = Counter((r.resource_type, r.resource_name) for r in req.resources)
         responses = []
         for resource in req.resources:
@@ -698,7 +700,7 @@ class KafkaAdmin:
 
     # -- DescribeCluster -------------------------------------------------------------------
     def describe_cluster(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         if getattr(req, "endpoint_type", 1) != 1:
             return build(
                 throttle_time=ZERO,
@@ -730,7 +732,7 @@ class KafkaAdmin:
 
     # -- DeleteRecords ---------------------------------------------------------------------
     def delete_records(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         topics = []
         for req_topic in req.topics:
             partitions = []
@@ -785,7 +787,7 @@ class KafkaAdmin:
         """End offset of a leader epoch. The only epoch is 0 (starting at offset 0), so
         epoch 0 ends at the log end; an epoch above it is unknown (-1/-1, as Kafka answers
         for epochs past its latest). ``current_leader_epoch`` is fenced as Kafka does."""
-        build = _Build(header)
+        build = ResponseBuilder(header)
         topics = []
         for req_topic in req.topics:
             partitions = []
@@ -823,7 +825,7 @@ class KafkaAdmin:
 
     # -- DescribeLogDirs -------------------------------------------------------------------
     def describe_log_dirs(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         data_dir = self.topics.store.data_dir.resolve()
         if req.topics is None:
             wanted = [(t, range(len(t.partitions))) for t in self.topics]

@@ -1,10 +1,10 @@
 """Kafka handlers of the group APIs, and the asyncio side of the group coordinator.
 
 Handlers translate kio requests into the coordinator's plain requests and its results back
-into responses (via ``_Build``, so one handler serves every version). Records the coordinator
-asks for are appended to ``__consumer_offsets`` right after each call; OffsetCommit answers
-only once they are durable under the log's flush policy. JoinGroup/SyncGroup answers that wait
-for a rebalance are returned as awaitables. ``GroupService`` also fires the coordinator's
+into responses (via ``ResponseBuilder``, so one handler serves every version). Records the
+coordinator asks for are appended to ``__consumer_offsets`` right after each call; OffsetCommit
+answers only once they are durable under the log's flush policy. JoinGroup/SyncGroup answers
+that wait for a rebalance are returned as awaitables. ``GroupService`` also fires the coordinator's
 timers on the event loop and expires old offsets periodically.
 """
 
@@ -20,7 +20,7 @@ from dari.config import Settings
 from dari.protocol.kafka.apis import ApiKey
 from dari.protocol.kafka.codec import RequestHeader, millis
 from dari.protocol.kafka.errors import ErrorCode
-from dari.server.kafka_handlers import Handled, KafkaHandlers, Response, _Build
+from dari.server.kafka_handlers import Handled, KafkaHandlers, Response, ResponseBuilder
 from dari.storage import FlushScheduler, PartitionLog
 from dari.streams.groups.coordinator import GroupCoordinator
 from dari.streams.groups.messages import (
@@ -214,7 +214,7 @@ class GroupService:
 
     # -- FindCoordinator -------------------------------------------------------------------
     def find_coordinator(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         key_type = getattr(req, "key_type", KEY_TYPE_GROUP)
         host, port = self.advertised()
 
@@ -263,7 +263,7 @@ class GroupService:
             supports_skip_assignment=version >= 9,
         )
         deferred = self._apply(self.coordinator.join(request))
-        build = _Build(header)
+        build = ResponseBuilder(header)
 
         def respond(result: JoinResult) -> Response:
             members = tuple(
@@ -303,7 +303,7 @@ class GroupService:
             protocol=getattr(req, "protocol_name", None),
         )
         deferred = self._apply(self.coordinator.sync(request))
-        build = _Build(header)
+        build = ResponseBuilder(header)
 
         def respond(result: SyncResult) -> Response:
             return build(
@@ -325,10 +325,10 @@ class GroupService:
                 getattr(req, "group_instance_id", None),
             )
         )
-        return _Build(header)(throttle_time=ZERO, error_code=code(error))
+        return ResponseBuilder(header)(throttle_time=ZERO, error_code=code(error))
 
     def leave_group(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         if header.api_version >= 3:
             leaving = [(m.member_id, m.group_instance_id) for m in req.members]
         else:
@@ -367,7 +367,7 @@ class GroupService:
         written = self._write(outcome.records)
         self._arm_timer()
         results = outcome.response
-        build = _Build(header)
+        build = ResponseBuilder(header)
         topics = tuple(
             build(
                 "OffsetCommitResponseTopic",
@@ -394,7 +394,7 @@ class GroupService:
         return response
 
     def offset_fetch(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         version = header.api_version
         if version >= 8:
             groups = tuple(
@@ -404,7 +404,7 @@ class GroupService:
         topics = self._fetch_group(build, version, req.group_id, req.topics)
         return build(throttle_time=ZERO, topics=topics, error_code=NO_ERROR)
 
-    def _fetch_group(self, build: _Build, version: int, group_id: str, topics: Any) -> Any:
+    def _fetch_group(self, build: ResponseBuilder, version: int, group_id: str, topics: Any) -> Any:
         wanted = None if topics is None else [(t.name, list(t.partition_indexes)) for t in topics]
         fetched = self._apply(self.coordinator.fetch_offsets(group_id, wanted))
         suffix = "s" if version >= 8 else ""
@@ -434,7 +434,7 @@ class GroupService:
         return out
 
     def offset_delete(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         wanted = [(t.name, p.partition_index) for t in req.topics for p in t.partitions]
         error, results = self._apply(self.coordinator.delete_offsets(req.group_id, wanted))
         topics: tuple[Any, ...] = ()
@@ -458,7 +458,7 @@ class GroupService:
 
     # -- admin -----------------------------------------------------------------------------
     def describe_groups(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         described = self._apply(self.coordinator.describe(req.groups))
         groups = tuple(
             build(
@@ -487,7 +487,7 @@ class GroupService:
         return build(throttle_time=ZERO, groups=groups)
 
     def list_groups(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         listed = self._apply(
             self.coordinator.list_groups(
                 getattr(req, "states_filter", ()), getattr(req, "types_filter", ())
@@ -506,7 +506,7 @@ class GroupService:
         return build(throttle_time=ZERO, error_code=NO_ERROR, groups=groups)
 
     def delete_groups(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         results = self._apply(self.coordinator.delete_groups(req.groups_names))
         return build(
             throttle_time=ZERO,

@@ -3,8 +3,8 @@
 Each handler returns either a finished response or an awaitable of one (only produce with
 ``acks=all`` under a flush policy and long-polling fetches ever wait), so the connection can keep
 the common case free of task creation. Responses are built from the schema library's classes
-through ``_Build``, which drops fields a given version does not have, so one handler serves every
-version of its API.
+through ``ResponseBuilder``, which drops fields a given version does not have, so one handler
+serves every version of its API.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _keyless_record(records: memoryview, headers: list[BatchHeader]) -> str | No
     return None
 
 
-class _Build:
+class ResponseBuilder:
     """Builds a response and its nested entities for one API version, ignoring absent fields."""
 
     __slots__ = ("module", "response")
@@ -347,7 +347,7 @@ class KafkaHandlers:
 
     # -- ListOffsets -----------------------------------------------------------------------
     def list_offsets(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         topics = []
         for req_topic in req.topics:
             partitions = []
@@ -385,7 +385,7 @@ class KafkaHandlers:
 
     # -- Metadata --------------------------------------------------------------------------
     def metadata(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         host, port = self.advertised()
         if req.topics is None:
             wanted: list[Topic | tuple[str | None, uuid.UUID | None]] = list(self.topics)
@@ -433,7 +433,7 @@ class KafkaHandlers:
             cluster_authorized_operations=-2147483648,
         )
 
-    def _topic_metadata(self, build: _Build, topic: Topic) -> Any:
+    def _topic_metadata(self, build: ResponseBuilder, topic: Topic) -> Any:
         node = (self.node_id,)
         partitions = tuple(
             build(
@@ -460,7 +460,7 @@ class KafkaHandlers:
 
     # -- admin -----------------------------------------------------------------------------
     def create_topics(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         results = []
         for req_topic in req.topics:
             error, message, topic = NO_ERROR, None, None
@@ -500,7 +500,7 @@ class KafkaHandlers:
             return len(topic.partitions)
         return self.topics.default_partitions if requested == -1 else requested
 
-    def _config_entries(self, build: _Build, topic: Topic) -> tuple[Any, ...]:
+    def _config_entries(self, build: ResponseBuilder, topic: Topic) -> tuple[Any, ...]:
         return tuple(
             build(
                 "CreatableTopicConfigs",
@@ -514,7 +514,7 @@ class KafkaHandlers:
         )
 
     def delete_topics(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         if header.api_version >= 6:
             requested = [(t.name, t.topic_id) for t in req.topics]
         else:
@@ -548,7 +548,7 @@ class KafkaHandlers:
         return build(throttle_time=ZERO, responses=tuple(results))
 
     def create_partitions(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         results = []
         for req_topic in req.topics:
             error, message = NO_ERROR, None
@@ -567,7 +567,7 @@ class KafkaHandlers:
         return build(throttle_time=ZERO, results=tuple(results))
 
     def init_producer_id(self, header: RequestHeader, req: Any) -> Response:
-        build = _Build(header)
+        build = ResponseBuilder(header)
         if req.transactional_id is not None:
             # Transactions come with the group coordinator; refuse clearly until then.
             return build(
