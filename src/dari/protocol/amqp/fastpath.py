@@ -197,6 +197,12 @@ class Properties:
     cluster_id: str | None = None
 
 
+_HEAD12 = struct.Struct(">HHQ")
+# property bytes (flags onwards) -> (flags, spans) of headers already validated once
+_LAYOUTS: dict[bytes, tuple[int, dict[str, tuple[int, int]] | None]] = {}
+_LAYOUTS_MAX = 4096
+
+
 class ContentHeader:
     """A received content header: the raw frame payload plus lazily parsed fields.
 
@@ -212,6 +218,13 @@ class ContentHeader:
 
     def __init__(self, raw: bytes | bytearray | memoryview) -> None:
         self.raw = raw if type(raw) is bytes else bytes(raw)
+        # Publishers mostly repeat one property block: reuse its validated layout.
+        cached = _LAYOUTS.get(self.raw[12:])
+        if cached is not None:
+            self.class_id, self.weight, self.body_size = _HEAD12.unpack_from(self.raw, 0)
+            self.flags, self._spans = cached
+            self._headers = _UNSET
+            return
         try:
             self.class_id, self.weight, self.body_size, flags = _CONTENT_HEAD.unpack_from(
                 self.raw, 0
@@ -239,6 +252,8 @@ class ContentHeader:
             self._spans = None
             if pos != len(self.raw):
                 raise FrameError("trailing bytes after content header properties")
+        if len(_LAYOUTS) < _LAYOUTS_MAX:
+            _LAYOUTS[self.raw[12:]] = (self.flags, self._spans)
 
     def _scan(self, pos: int) -> dict[str, tuple[int, int]]:
         """Offsets (start, end) of each present property's value."""
