@@ -30,8 +30,7 @@ def parse_ready_line(line: str) -> dict[str, tuple[str, int]] | None:
     if match is None:
         return None
     return {
-        m["name"]: (m["host"], int(m["port"]))
-        for m in _LISTENER_RE.finditer(match["listeners"])
+        m["name"]: (m["host"], int(m["port"])) for m in _LISTENER_RE.finditer(match["listeners"])
     }
 
 

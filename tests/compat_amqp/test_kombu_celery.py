@@ -47,8 +47,16 @@ def test_kombu_producer_consumer_with_topic_exchange(amqp_url: str, name: str) -
     queue = kombu.Queue(name, exchange, routing_key="jobs.#", auto_delete=True)
     received: list[tuple[str, object]] = []
     with kombu.Connection(amqp_url, connect_timeout=10) as conn:
-        with conn.Consumer(queue, callbacks=[lambda body, msg: (received.append(
-            (msg.delivery_info["routing_key"], body)), msg.ack())], accept=["json"]):
+        with conn.Consumer(
+            queue,
+            callbacks=[
+                lambda body, msg: (
+                    received.append((msg.delivery_info["routing_key"], body)),
+                    msg.ack(),
+                )
+            ],
+            accept=["json"],
+        ):
             producer = conn.Producer()
             for i in range(5):
                 producer.publish(
@@ -106,9 +114,10 @@ def test_celery_worker_executes_tasks_and_returns_results(
         assert batch.get(timeout=WAIT_S) == [2 * i for i in range(20)]
 
         payload = {"text": "ünïcode", "nested": [1, {"k": None}], "float": 1.5}
-        assert client.signature("dari_test.echo", args=(payload,)).delay().get(
-            timeout=WAIT_S
-        ) == payload
+        assert (
+            client.signature("dari_test.echo", args=(payload,)).delay().get(timeout=WAIT_S)
+            == payload
+        )
 
         failing = client.signature("dari_test.fail", args=("boom",)).delay()
         with pytest.raises(ValueError, match="boom"):

@@ -50,13 +50,22 @@ def test_declare_publish_consume_ack_round_trip(amqp_url: str, name: str) -> Non
         assert all(not g.redelivered for g in got)
         p = got[1].properties
         assert (p.content_type, p.content_encoding, p.delivery_mode, p.priority) == (
-            "application/json", "utf-8", 2, 5
+            "application/json",
+            "utf-8",
+            2,
+            5,
         )
         assert (p.correlation_id, p.reply_to, p.expiration, p.message_id) == (
-            "corr-1", "replies", "60000", "msg-1"
+            "corr-1",
+            "replies",
+            "60000",
+            "msg-1",
         )
         assert (p.timestamp, p.type, p.user_id, p.app_id) == (
-            1_700_000_000, "order.created", "guest", "tests"
+            1_700_000_000,
+            "order.created",
+            "guest",
+            "tests",
         )
         assert p.headers == headers, "header table types survive the round trip"
         again = ch.connection.channel()

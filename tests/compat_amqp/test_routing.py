@@ -23,9 +23,7 @@ def test_direct_exchange_routes_by_exact_key(amqp_url: str, name: str) -> None:
         assert (kong[0].exchange, kong[0].routing_key) == (f"{name}-direct", "kong")
 
 
-def test_direct_exchange_one_key_bound_to_two_queues_reaches_both(
-    amqp_url: str, name: str
-) -> None:
+def test_direct_exchange_one_key_bound_to_two_queues_reaches_both(amqp_url: str, name: str) -> None:
     with channel(amqp_url) as ch:
         ch.exchange_declare(f"{name}-direct", "direct", auto_delete=True)
         for q in ("a", "b"):
@@ -79,9 +77,7 @@ def test_default_exchange_routes_to_queue_named_by_key(amqp_url: str, name: str)
         assert [g.body for g in get_all(ch, name)] == [b"direct to queue"]
 
 
-def test_exchange_to_exchange_binding_forwards_matching_messages(
-    amqp_url: str, name: str
-) -> None:
+def test_exchange_to_exchange_binding_forwards_matching_messages(amqp_url: str, name: str) -> None:
     with channel(amqp_url) as ch:
         upstream, downstream = f"{name}-up", f"{name}-down"
         ch.exchange_declare(upstream, "topic")
