@@ -31,19 +31,8 @@ AMQP_READY = True
 NOT_READY_REASON = "issue 4: AMQP listener not implemented yet"
 KNOWN_GAPS: dict[str, str] = {
     # "file.py::test_name[param]": what dari still does wrong
-    "test_py_amqp.py::test_queue_delete_is_answered_before_its_consumers_are_cancelled": (
-        "dari sends basic.cancel before queue.delete-ok to a consumer on the deleting channel"
-    ),
-    "test_py_amqp.py::test_publish_with_immediate_is_not_implemented": (
-        "dari accepts immediate=true instead of closing the connection with 540"
-    ),
     "test_py_amqp.py::test_priority_queue_delivers_higher_priorities_first": (
         "dari ignores x-max-priority / message priority"
-    ),
-    "test_third_party.py::test_client_library_integration_suite[amqp]": (
-        "dari: basic.publish with immediate=true must close the connection with 540 "
-        "'NOT_IMPLEMENTED - immediate=true' (class Basic, method publish), as RabbitMQ 3 does "
-        "(4 test_publish_consume[*-True] cases)"
     ),
     "test_third_party.py::test_client_library_integration_suite[kombu]": (
         "dari: priority queues (x-max-priority) do not deliver higher priorities first (4 "

@@ -191,6 +191,11 @@ class Channel:
             raise self._domain_error(exc, _PUBLISH) from None
 
     def _publish(self, publish: Publish, header: ContentHeader, body: bytes | memoryview) -> None:
+        if publish.immediate:
+            raise AMQPError(
+                ReplyCode.NOT_IMPLEMENTED, "immediate=true", class_id=60, method_id=40,
+                channel=self.number, connection_level=True,
+            )
         exchange, routing_key = publish.exchange, publish.routing_key
         headers = _LazyHeaders(header) if header.flags & 0x2000 else None
         queues = self.vhost.route(exchange, routing_key, headers)
@@ -411,10 +416,17 @@ class Channel:
         self.consumers[tag] = (consumer, queue)
 
     def _server_cancel(self, tag: str) -> None:
-        """The queue was deleted under a consumer: basic.cancel if the client supports it."""
+        """The queue was deleted under a consumer: basic.cancel if the client supports it.
+
+        Sent on the next loop turn, so that when this channel deleted the queue its
+        queue.delete-ok goes first, as RabbitMQ orders them (py-amqp relies on it)."""
         if self.consumers.pop(tag, None) is None or self.closed:
             return
         if self.connection.capabilities.get("consumer_cancel_notify"):
+            asyncio.get_running_loop().call_soon(self._send_cancel, tag)
+
+    def _send_cancel(self, tag: str) -> None:
+        if not self.closed and self.conn.is_open(self.number):
             self._send(commands.Basic.Cancel(tag, nowait=True))
 
     def _basic_cancel(self, method: Any) -> None:
