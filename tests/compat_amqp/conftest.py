@@ -31,15 +31,6 @@ AMQP_READY = True
 NOT_READY_REASON = "issue 4: AMQP listener not implemented yet"
 KNOWN_GAPS: dict[str, str] = {
     # "file.py::test_name[param]": what dari still does wrong
-    "test_py_amqp.py::test_priority_queue_delivers_higher_priorities_first": (
-        "dari ignores x-max-priority / message priority"
-    ),
-    "test_third_party.py::test_client_library_integration_suite[kombu]": (
-        "dari: priority queues (x-max-priority) do not deliver higher priorities first (4 "
-        "test_PyAMQPPriority cases); test_ack_from_another_thread: queue.delete on a channel "
-        "with a consumer on that queue gets basic.cancel before queue.delete-ok (RabbitMQ "
-        "answers delete-ok first), so py-amqp raises ConsumerCancelled while awaiting delete-ok"
-    ),
 }
 EXTERNAL_URL = os.environ.get("DARI_TEST_AMQP_URL", "").strip() or None
 EXTERNAL_SKIP_REASON = (

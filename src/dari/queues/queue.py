@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 from dari.message import Message
 from dari.queues.consumers import Consumer, Delivery
 from dari.queues.errors import AccessRefused, PreconditionFailed, ResourceLocked, resource
+from dari.queues.priority import PriorityReady
 from dari.queues.queue_store import QueueStore
 
 OVERFLOW_POLICIES = ("drop-head", "reject-publish", "reject-publish-dlx")
@@ -180,7 +181,9 @@ class Queue:
         self.dead_letter = dead_letter
         self.on_delete = on_delete
         self._clock = clock
-        self._ready: deque[_Entry] = deque()
+        self._ready: deque[_Entry] | PriorityReady = (
+            PriorityReady(self.args.max_priority) if self.args.max_priority else deque()
+        )
         self._ready_bytes = 0
         self._unacked: dict[int, Delivery] = {}
         self._groups: list[_Group] = []
