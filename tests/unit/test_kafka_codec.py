@@ -128,21 +128,6 @@ def test_supported_requests_round_trip(api_key, version, data):
         assert parsed == body
 
 
-@pytest.mark.parametrize(("api_key", "version"), list(all_versions(FUTURE_APIS)))
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_future_requests_round_trip_when_enabled(api_key, version, data):
-    cls = request_class(api_key, version)
-    body = data.draw(st.from_type(cls))
-    assume(kio_reads_back(api_key, version, body))
-    frame = kio_request(api_key, version, body)
-    with pytest.raises(UnknownApiError) as info:
-        parse_request(frame)
-    assert info.value.header.api_key == api_key
-    header, parsed = parse_request(frame, FUTURE_APIS)
-    assert (header.api_key, header.api_version, parsed) == (api_key, version, body)
-
-
 def test_supported_ranges_match_the_advertising_rules():
     assert SUPPORTED_APIS[ApiKey.PRODUCE] == (0, 10)
     assert decodable_range(ApiKey.PRODUCE, SUPPORTED_APIS) == (3, 10)
