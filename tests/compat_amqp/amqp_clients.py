@@ -17,6 +17,8 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
+from waiting import wait_until  # noqa: F401  (re-exported for the tests)
+
 WAIT_S = 30.0
 T = TypeVar("T")
 
@@ -131,22 +133,6 @@ def settle(conn: pika.BlockingConnection, seconds: float = 0.3) -> None:
 
 def queue_depth(ch: BlockingChannel, queue: str) -> int:
     return ch.queue_declare(queue, passive=True).method.message_count
-
-
-def wait_until(
-    probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = WAIT_S
-) -> T:
-    """Poll `probe()` until `done(state)`; on timeout fail naming `what` and the last state seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = probe()
-        if done(state):
-            return state
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f} s waiting for {what}; last: {state!r}"
-            )
-        time.sleep(0.05)
 
 
 def assert_channel_closed(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,6 +21,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from waiting import wait_until  # noqa: F401  (re-exported for the tests)
 
 WAIT_S = 30.0
 T = TypeVar("T")
@@ -160,19 +162,3 @@ def watermarks(bootstrap: str, topic: str, partition: int = 0) -> tuple[int, int
         return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
     finally:
         c.close()
-
-
-def wait_until(
-    probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = WAIT_S
-) -> T:
-    """Poll `probe()` until `done(state)`; on timeout fail naming `what` and the last state seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = probe()
-        if done(state):
-            return state
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f} s waiting for {what}; last: {state!r}"
-            )
-        time.sleep(0.1)
