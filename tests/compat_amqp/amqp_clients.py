@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pika
 import pytest
@@ -20,7 +19,6 @@ from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 from waiting import wait_until  # noqa: F401  (re-exported for the tests)
 
 WAIT_S = 30.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)

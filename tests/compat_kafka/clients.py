@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -25,7 +24,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from waiting import wait_until  # noqa: F401  (re-exported for the tests)
 
 WAIT_S = 30.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
