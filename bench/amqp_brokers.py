@@ -20,7 +20,7 @@ import psutil
 
 from bench import procs
 from bench.amqp_probe import ProbeError, probe
-from bench.brokers import Broker, BrokerStartError, _spawn, free_port
+from bench.brokers import Broker, BrokerStartError, _spawn, fail, free_port, wait_probe
 
 _DARI_READY = re.compile(rb"dari ready kafka=\S+ amqp=(\S+):(\d+)")
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -43,23 +43,9 @@ class RabbitBroker(Broker):
         procs.stop(self.proc, timeout=2)
 
 
-def _fail(broker: Broker, why: str) -> BrokerStartError:
-    broker.stop()
-    return BrokerStartError(f"{broker.name}: {why}\n--- log tail ---\n{broker.log_tail()}")
-
-
 def _wait_probe(broker: Broker, deadline: float) -> float:
     """Poll until an AMQP handshake succeeds; return seconds since spawn."""
-    while True:
-        if not broker.alive():
-            raise _fail(broker, f"exited with code {broker.proc.returncode}")
-        try:
-            probe(broker.host, broker.port, timeout=2.0)
-            return time.perf_counter() - broker.spawned_at
-        except (OSError, ProbeError):
-            if time.perf_counter() > deadline:
-                raise _fail(broker, "no AMQP handshake before the start-up timeout") from None
-            time.sleep(0.005)
+    return wait_probe(broker, deadline, probe, (OSError, ProbeError), "AMQP handshake")
 
 
 def start_dari(workdir: Path, name: str = "dari", extra: tuple[str, ...] = (),
@@ -76,9 +62,9 @@ def start_dari(workdir: Path, name: str = "dari", extra: tuple[str, ...] = (),
             broker.host, broker.port = match.group(1).decode(), int(match.group(2))
             break
         if not broker.alive():
-            raise _fail(broker, f"exited with code {broker.proc.returncode}")
+            raise fail(broker, f"exited with code {broker.proc.returncode}")
         if time.perf_counter() > deadline:
-            raise _fail(broker, "no ready line before the start-up timeout")
+            raise fail(broker, "no ready line before the start-up timeout")
         time.sleep(0.002)
     broker.probe_s = _wait_probe(broker, deadline)
     return broker

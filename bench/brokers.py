@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,22 +112,28 @@ class Broker:
         procs.stop(self.proc)
 
 
-def _fail(broker: Broker, why: str) -> BrokerStartError:
+def fail(broker: Broker, why: str) -> BrokerStartError:
     broker.stop()
     return BrokerStartError(f"{broker.name}: {why}\n--- log tail ---\n{broker.log_tail()}")
 
 
-def _wait_probe(broker: Broker, deadline: float) -> float:
-    """Poll until a metadata request succeeds; return seconds since spawn."""
+def wait_probe(
+    broker: Broker,
+    deadline: float,
+    check: Callable[[str, int, float], object] = probe,
+    errors: tuple[type[Exception], ...] = (OSError, ProbeError),
+    what: str = "metadata answer",
+) -> float:
+    """Poll ``check(host, port, timeout)`` until it succeeds; return seconds since spawn."""
     while True:
         if not broker.alive():
-            raise _fail(broker, f"exited with code {broker.proc.returncode}")
+            raise fail(broker, f"exited with code {broker.proc.returncode}")
         try:
-            probe(broker.host, broker.port, timeout=1.0)
+            check(broker.host, broker.port, 1.0)
             return time.perf_counter() - broker.spawned_at
-        except (OSError, ProbeError):
+        except errors:
             if time.perf_counter() > deadline:
-                raise _fail(broker, "no metadata answer before the start-up timeout") from None
+                raise fail(broker, f"no {what} before the start-up timeout") from None
             time.sleep(0.002)
 
 
@@ -149,7 +156,7 @@ def start_tansu(binary: str, workdir: Path, timeout: float = 30.0) -> Broker:
             "--storage-engine", "memory://tansu/"]
     broker = _spawn("tansu", argv, workdir, procs.child_env())
     broker.port = port
-    broker.ready_s = broker.probe_s = _wait_probe(broker, broker.spawned_at + timeout)
+    broker.ready_s = broker.probe_s = wait_probe(broker, broker.spawned_at + timeout)
     return broker
 
 
@@ -168,11 +175,11 @@ def start_dari(workdir: Path, timeout: float = 60.0) -> Broker:
             broker.host, broker.port = match.group(1).decode(), int(match.group(2))
             break
         if not broker.alive():
-            raise _fail(broker, f"exited with code {broker.proc.returncode}")
+            raise fail(broker, f"exited with code {broker.proc.returncode}")
         if time.perf_counter() > deadline:
-            raise _fail(broker, "no ready line before the start-up timeout")
+            raise fail(broker, "no ready line before the start-up timeout")
         time.sleep(0.002)
-    broker.probe_s = _wait_probe(broker, deadline)
+    broker.probe_s = wait_probe(broker, deadline)
     return broker
 
 
