@@ -1,11 +1,11 @@
 """Consumers of a queue and the deliveries a queue hands them.
 
 The channel layer provides the consumer objects (anything shaped like ``Consumer``); the queue
-only asks ``can_take()`` before each delivery and calls ``deliver()``. Prefetch accounting lives
-in the consumer, so the same queue code serves per-consumer and per-channel (``global``) qos:
-``PrefetchConsumer`` implements both with ``Credit`` windows the channel may share between its
-consumers. Delivery tags are the channel's business: a ``Delivery`` carries the queue's own
-``position`` for acknowledging, never a tag.
+only asks ``room()`` and hands over up to that many with ``deliver_many()``. Prefetch
+accounting lives in the consumer, so the same queue code serves per-consumer and per-channel
+(``global``) qos: ``PrefetchConsumer`` implements both with ``Credit`` windows the channel may
+share between its consumers. Delivery tags are the channel's business: a ``Delivery`` carries
+the queue's own ``position`` for acknowledging, never a tag.
 """
 
 from __future__ import annotations
@@ -44,20 +44,24 @@ class Consumer(Protocol):
     priority: int  # x-priority: higher-priority consumers with credit are served first
     exclusive: bool
 
-    def can_take(self) -> bool:
-        """Whether one more delivery fits in the consumer's prefetch window (and the
-        channel is not flow-blocked)."""
+    def room(self) -> int:
+        """How many more deliveries fit in the consumer's prefetch window now (0 when full
+        or the channel is flow-blocked; ``UNLIMITED`` when nothing limits it)."""
         ...
 
-    def deliver(self, delivery: Delivery) -> None:
-        """Take a delivery. Called synchronously by ``Queue.dispatch``; the channel encodes
-        the frames and writes them once per event-loop turn."""
+    def deliver_many(self, deliveries: list[Delivery]) -> None:
+        """Take deliveries (at most ``room()``), in order. Called synchronously by
+        ``Queue.dispatch``; the channel encodes the frames and writes them once per
+        event-loop turn."""
         ...
 
     def cancelled(self) -> None:
         """The queue went away (deleted): the channel sends basic.cancel if the client
         supports consumer_cancel_notify."""
         ...
+
+
+UNLIMITED = 1 << 62  # room() of a consumer without a prefetch limit
 
 
 class Credit:
@@ -76,13 +80,17 @@ class Credit:
     def available(self) -> bool:
         return self.limit == 0 or self.in_flight < self.limit
 
+    def room(self) -> int:
+        return UNLIMITED if self.limit == 0 else max(0, self.limit - self.in_flight)
+
     def settle(self, count: int = 1) -> None:
         self.in_flight = max(0, self.in_flight - count)
 
 
 class PrefetchConsumer:
     """A ready-made ``Consumer``: counts in-flight deliveries against its own window and an
-    optional shared channel window, and hands deliveries to ``on_deliver``.
+    optional shared channel window, and hands deliveries to ``on_deliver_many`` (a batch, as
+    the channel encodes them) or else to ``on_deliver`` one by one.
 
     The channel calls ``settle()`` for each ack/nack/reject (and for requeued deliveries),
     then ``queue.dispatch()`` so the freed credit is used. ``no_ack`` consumers are never
@@ -97,6 +105,7 @@ class PrefetchConsumer:
         "no_ack",
         "on_cancel",
         "on_deliver",
+        "on_deliver_many",
         "priority",
         "tag",
     )
@@ -104,7 +113,7 @@ class PrefetchConsumer:
     def __init__(
         self,
         tag: str,
-        on_deliver: Callable[[Delivery], None],
+        on_deliver: Callable[[Delivery], None] | None,
         *,
         no_ack: bool = False,
         prefetch: int = 0,
@@ -112,9 +121,11 @@ class PrefetchConsumer:
         priority: int = 0,
         exclusive: bool = False,
         on_cancel: Callable[[], None] | None = None,
+        on_deliver_many: Callable[[list[Delivery]], None] | None = None,
     ) -> None:
         self.tag = tag
         self.on_deliver = on_deliver
+        self.on_deliver_many = on_deliver_many
         self.no_ack = no_ack
         self.credit = Credit(prefetch)
         self.channel_credit = channel_credit
@@ -123,23 +134,25 @@ class PrefetchConsumer:
         self.on_cancel = on_cancel
         self.blocked = False
 
-    def can_take(self) -> bool:
+    def room(self) -> int:
         if self.blocked:
-            return False
+            return 0
         if self.no_ack:
-            return True
-        credit = self.credit
-        if credit.limit and credit.in_flight >= credit.limit:
-            return False
+            return UNLIMITED
+        room = self.credit.room()
         shared = self.channel_credit
-        return shared is None or shared.available()
+        return room if shared is None else min(room, shared.room())
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver_many(self, deliveries: list[Delivery]) -> None:
         if not self.no_ack:
-            self.credit.in_flight += 1
+            self.credit.in_flight += len(deliveries)
             if self.channel_credit is not None:
-                self.channel_credit.in_flight += 1
-        self.on_deliver(delivery)
+                self.channel_credit.in_flight += len(deliveries)
+        if self.on_deliver_many is not None:
+            self.on_deliver_many(deliveries)
+        elif self.on_deliver is not None:
+            for delivery in deliveries:
+                self.on_deliver(delivery)
 
     def settle(self, count: int = 1) -> None:
         """``count`` deliveries of this consumer were acked, rejected or requeued."""

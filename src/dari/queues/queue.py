@@ -239,8 +239,12 @@ class Queue:
 
     # ---- publish --------------------------------------------------------------------------------
 
-    def publish(self, message: Message) -> PublishResult:
-        """Enqueue ``message`` (then dispatch, then apply length limits and TTL)."""
+    def publish(self, message: Message, dispatch: bool = True) -> PublishResult:
+        """Enqueue ``message`` (then dispatch, then apply length limits and TTL).
+
+        ``dispatch=False`` lets a caller that publishes a batch (a socket read's worth)
+        dispatch once at its end, so a consumer gets the batch in one piece; the queue still
+        dispatches at once where a length limit or a TTL depends on it."""
         if self.deleted:
             return PublishResult(False)
         args = self.args
@@ -263,9 +267,10 @@ class Queue:
                 ttl = per_message
         ready.append((position, message, now, None if ttl is None else now + ttl, False))
         self._ready_bytes += len(message.body)
-        if self._consumer_count:
+        limited = args.max_length is not None or args.max_length_bytes is not None
+        if self._consumer_count and (dispatch or limited or ttl is not None):
             self.dispatch()
-        if args.max_length is not None or args.max_length_bytes is not None:
+        if limited:
             self._drop_over_limit()
         if ttl is not None:
             self.expire(now)
@@ -352,8 +357,10 @@ class Queue:
                 self.on_delete(self)
         return found
 
-    def _pick(self) -> Consumer | None:
-        """The next consumer with credit: highest priority first, round-robin within it."""
+    def _pick(self) -> tuple[Consumer, int] | None:
+        """The next consumer with credit and how many deliveries it may take in a row:
+        highest priority first, round-robin within a priority — so one at a time when it
+        shares its priority with others, as many as its window allows when it is alone."""
         for group in self._groups:
             members = group.members
             count = len(members)
@@ -361,9 +368,10 @@ class Queue:
             for i in range(count):
                 index = (start + i) % count
                 consumer = members[index]
-                if consumer.can_take():
+                room = consumer.room()
+                if room > 0:
                     group.next = (index + 1) % count
-                    return consumer
+                    return consumer, (room if count == 1 else 1)
         return None
 
     def dispatch(self) -> int:
@@ -371,34 +379,46 @@ class Queue:
         ready = self._ready
         if not ready or not self._consumer_count or self._dispatching:
             return 0
-        self._dispatching = True  # a deliver() callback may ack, requeue or cancel
+        self._dispatching = True  # a delivery callback may ack, requeue or cancel
         try:
             now: int | None = None
             store = self.store
             unacked = self._unacked
+            popleft = ready.popleft
             delivered = 0
             while ready:
-                consumer = self._pick()
-                if consumer is None:
+                picked = self._pick()
+                if picked is None:
                     break
-                position, message, enqueued, expires, redelivered = ready.popleft()
-                self._ready_bytes -= len(message.body)
-                if expires is not None:
-                    if now is None:
-                        now = int(self._clock() * 1000)
-                    if expires < now:  # a deadline of "now" (TTL 0) may still go out
-                        self._discard(message, EXPIRED)
-                        continue
-                delivery = Delivery(
-                    message, self, position, redelivered, consumer.tag, enqueued, expires
-                )
-                if consumer.no_ack:
-                    if store is not None and message.offset >= 0:
-                        store.ack(message.offset)
-                else:
-                    unacked[position] = delivery
-                consumer.deliver(delivery)
-                delivered += 1
+                consumer, room = picked
+                tag = consumer.tag
+                no_ack = consumer.no_ack
+                batch: list[Delivery] = []
+                size = 0
+                for _ in range(min(room, len(ready))):
+                    position, message, enqueued, expires, redelivered = popleft()
+                    size += len(message.body)
+                    if expires is not None:
+                        if now is None:
+                            now = int(self._clock() * 1000)
+                        if expires < now:  # a deadline of "now" (TTL 0) may still go out
+                            self._ready_bytes -= size
+                            size = 0
+                            self._discard(message, EXPIRED)
+                            continue
+                    delivery = Delivery(
+                        message, self, position, redelivered, tag, enqueued, expires
+                    )
+                    if no_ack:
+                        if store is not None and message.offset >= 0:
+                            store.ack(message.offset)
+                    else:
+                        unacked[position] = delivery
+                    batch.append(delivery)
+                self._ready_bytes -= size
+                if batch:
+                    consumer.deliver_many(batch)
+                    delivered += len(batch)
             return delivered
         finally:
             self._dispatching = False

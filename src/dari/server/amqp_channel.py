@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 
 from dari.message import Message, parse_properties
-from dari.protocol.amqp import Ack, AMQPError, ContentHeader, Nack, Publish, Reject, ReplyCode
+from dari.protocol.amqp import (
+    Ack,
+    AMQPError,
+    ContentHeader,
+    DeliverEncoder,
+    LocalProtocolError,
+    Nack,
+    Publish,
+    Reject,
+    ReplyCode,
+)
 from dari.queues.consumers import Credit, Delivery, PrefetchConsumer
 from dari.queues.errors import NotFound, PreconditionFailed, QueuesError, resource
 from dari.queues.queue import Queue, requeue
@@ -226,8 +236,10 @@ class Channel:
         message = Message(
             exchange, routing_key, bytes(body), properties, delivery_mode, priority, expiration
         )
+        dirty = self._dirty_queues
         for queue in queues:
-            result = queue.publish(message)  # type: ignore[attr-defined]
+            result = queue.publish(message, False)  # type: ignore[attr-defined]
+            dirty[id(queue)] = queue  # type: ignore[assignment]  # dispatched at end_of_turn
             if not result.accepted:
                 if seq:
                     self._turn_nacks.append(seq)
@@ -282,27 +294,37 @@ class Channel:
             self._acked_upto = max(self._acked_upto, upto)
 
     # -- deliveries ------------------------------------------------------------------------
-    def _make_deliver(self, consumer_ref: list[PrefetchConsumer]) -> Callable[[Delivery], None]:
+    def _make_deliver(
+        self, consumer_ref: list[PrefetchConsumer], consumer_tag: str
+    ) -> Callable[[list[Delivery]], None]:
+        """The consumer's batch delivery callback: tags, unacked entries and the frames of a
+        whole batch in one loop, written as one piece."""
         write = self.connection.write
         conn = self.conn
         number = self.number
         unacked = self.unacked
+        encoder = DeliverEncoder(number, consumer_tag, conn.frame_max)
+        add = encoder.add
 
-        def deliver(delivery: Delivery) -> None:
-            tag = self.next_tag
-            self.next_tag = tag + 1
+        def deliver_many(deliveries: list[Delivery]) -> None:
+            if not conn.is_open(number):
+                raise LocalProtocolError(f"cannot send basic.deliver on channel {number}")
             consumer = consumer_ref[0]
-            if not consumer.no_ack:
-                unacked[tag] = (delivery, consumer)
-            message = delivery.message
-            write(
-                conn.send_deliver(
-                    number, consumer.tag, tag, delivery.redelivered, message.exchange,
-                    message.routing_key, message.amqp_header(), message.body,
+            tag = self.next_tag
+            parts: list[bytes] = []
+            for delivery in deliveries:
+                if not consumer.no_ack:
+                    unacked[tag] = (delivery, consumer)
+                message = delivery.message
+                add(
+                    parts, tag, delivery.redelivered, message.exchange, message.routing_key,
+                    message.properties, message.body,
                 )
-            )
+                tag += 1
+            self.next_tag = tag
+            write(b"".join(parts))
 
-        return deliver
+        return deliver_many
 
     def _settle(self, entries: list[tuple[Delivery, PrefetchConsumer | None]]) -> None:
         for _delivery, consumer in entries:
@@ -399,7 +421,8 @@ class Channel:
         ref: list[PrefetchConsumer] = []
         consumer = PrefetchConsumer(
             tag,
-            self._make_deliver(ref),
+            None,
+            on_deliver_many=self._make_deliver(ref, tag),
             no_ack=method.no_ack,
             prefetch=self.prefetch_count,
             channel_credit=self.channel_credit,
@@ -633,6 +656,11 @@ class Channel:
         self.unacked.clear()
         if entries:
             requeue(delivery for delivery, _consumer in entries)
+        # This turn's publishes still reach other consumers.
+        queues = list(self._dirty_queues.values())
+        self._dirty_queues.clear()
+        for queue in queues:
+            queue.dispatch()
         for _upto, _nacks, task in self._confirms:
             if task is not None:
                 task.cancel()

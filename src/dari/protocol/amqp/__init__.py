@@ -34,6 +34,7 @@ from dari.protocol.amqp.events import (
 from dari.protocol.amqp.fastpath import (
     Ack,
     ContentHeader,
+    DeliverEncoder,
     Nack,
     Properties,
     Publish,
@@ -80,6 +81,7 @@ __all__ = [
     "ConnectionState",
     "ContentHeader",
     "ContentReceived",
+    "DeliverEncoder",
     "Event",
     "Field",
     "Frame",

@@ -68,6 +68,23 @@ HARD_MAX_MESSAGE_SIZE = 536_870_912
 _U32 = struct.Struct(">I")
 RECV, SEND = "recv", "send"
 
+# Publishers repeat themselves: the same publish method (exchange, routing key, flags) and the
+# same content header (properties and body size) come again and again. Both decoded values are
+# immutable, so each distinct payload is decoded and validated once; a full cache starts over.
+_CACHE_SIZE = 4096
+_PUBLISHES: dict[bytes, Publish] = {}
+_HEADERS: dict[bytes, ContentHeader] = {}
+
+
+def _publish_method(payload: bytes) -> Publish:
+    publish = _PUBLISHES.get(payload)
+    if publish is None:
+        publish = fastpath.decode_publish(payload)
+        if len(_PUBLISHES) >= _CACHE_SIZE:
+            _PUBLISHES.clear()
+        _PUBLISHES[bytes(payload)] = publish
+    return publish
+
 
 class ConnectionState(enum.Enum):
     AWAIT_HEADER = "await-header"  # nothing received yet
@@ -232,7 +249,7 @@ class _Channel:
         self.publish: Publish | None = None
         self.header: ContentHeader | None = None
         self.remaining = 0
-        self.parts: list[memoryview] = []
+        self.parts: list[bytes] = []
 
     def drop_content(self) -> None:
         self.publish = None
@@ -336,8 +353,19 @@ class AMQPConnection:
                     elif ftype == FRAME_METHOD and ch.publish is None and len(payload) >= 4:
                         index = _U32.unpack_from(payload, 0)[0]
                         if index == fastpath.PUBLISH:
-                            ch.publish = fastpath.decode_publish(payload)
-                            continue
+                            publish = _publish_method(payload)
+                            content = reader.next_content(number)
+                            if content is None:
+                                ch.publish = publish
+                                continue
+                            header_payload, body = content
+                            header = _HEADERS.get(header_payload)
+                            if header is not None and len(body) <= self.max_message_size:
+                                return ContentReceived(number, publish, header, body)
+                            # A header not seen before: validate it on the general path.
+                            ch.publish = publish
+                            self._content_header(ch, number, header_payload)
+                            return self._channel_frame(FRAME_BODY, number, body)
                         if index == fastpath.ACK:
                             return MethodReceived(number, fastpath.decode_ack(payload))
                 if number == 0:
@@ -380,7 +408,7 @@ class AMQPConnection:
 
     # -- channel 0 ------------------------------------------------------------------------
 
-    def _channel0(self, ftype: int, payload: memoryview) -> Event | None:
+    def _channel0(self, ftype: int, payload: bytes) -> Event | None:
         stopping = self.state in _NOT_READING
         if ftype == FRAME_HEARTBEAT:
             if payload:
@@ -443,7 +471,7 @@ class AMQPConnection:
 
     # -- channels > 0 ---------------------------------------------------------------------
 
-    def _channel_frame(self, ftype: int, number: int, payload: memoryview) -> Event | None:
+    def _channel_frame(self, ftype: int, number: int, payload: bytes) -> Event | None:
         if self.state is not ConnectionState.OPEN:
             if self.state in _NOT_READING:
                 return None
@@ -472,7 +500,7 @@ class AMQPConnection:
                 raise FrameError("method frame shorter than its class and method ids")
             index = _U32.unpack_from(payload, 0)[0]
             if index == fastpath.PUBLISH:
-                ch.publish = fastpath.decode_publish(payload)
+                ch.publish = _publish_method(payload)
                 return None
             if index == fastpath.ACK:
                 return MethodReceived(number, fastpath.decode_ack(payload))
@@ -514,7 +542,7 @@ class AMQPConnection:
             ReplyCode.UNEXPECTED_FRAME, f"frame type {ftype} on channel {number}", channel=number
         )
 
-    def _content_header(self, ch: _Channel, number: int, payload: memoryview) -> Event | None:
+    def _content_header(self, ch: _Channel, number: int, payload: bytes) -> Event | None:
         publish = ch.publish
         if publish is None or ch.header is not None:
             raise AMQPError(
@@ -522,15 +550,20 @@ class AMQPConnection:
                 "content header frame without a preceding basic.publish",
                 channel=number,
             )
-        header = ContentHeader(payload)
-        if header.class_id != fastpath.BASIC_CLASS or header.weight != 0:
-            raise AMQPError(
-                ReplyCode.UNEXPECTED_FRAME,
-                f"expected content header for class 60, got one for class {header.class_id}",
-                class_id=60,
-                method_id=40,
-                channel=number,
-            )
+        header = _HEADERS.get(payload)
+        if header is None:
+            header = ContentHeader(payload)
+            if header.class_id != fastpath.BASIC_CLASS or header.weight != 0:
+                raise AMQPError(
+                    ReplyCode.UNEXPECTED_FRAME,
+                    f"expected content header for class 60, got one for class {header.class_id}",
+                    class_id=60,
+                    method_id=40,
+                    channel=number,
+                )
+            if len(_HEADERS) >= _CACHE_SIZE:
+                _HEADERS.clear()
+            _HEADERS[bytes(payload)] = header
         size = header.body_size
         if size > self.max_message_size:
             if size > HARD_MAX_MESSAGE_SIZE:
@@ -554,7 +587,7 @@ class AMQPConnection:
         ch.remaining = size
         return None
 
-    def _unopened_channel(self, ftype: int, number: int, payload: memoryview) -> Event | None:
+    def _unopened_channel(self, ftype: int, number: int, payload: bytes) -> Event | None:
         method = decode_method(payload) if ftype == FRAME_METHOD else None
         if method is None or method.name != "Channel.Open":
             class_id, method_id = method_ids(method) if method is not None else (0, 0)
@@ -595,7 +628,7 @@ class AMQPConnection:
         return MethodReceived(number, method)
 
     def _closing_channel_method(
-        self, ch: _Channel, number: int, payload: memoryview
+        self, ch: _Channel, number: int, payload: bytes
     ) -> Event | None:
         if len(payload) < 4:
             return None

@@ -31,6 +31,7 @@ __all__ = [
     "RETURN",
     "Ack",
     "ContentHeader",
+    "DeliverEncoder",
     "Nack",
     "Properties",
     "Publish",
@@ -467,6 +468,79 @@ def encode_deliver(
         b"\xce",
     ]
     return _content_frames(parts, channel, header, body, frame_max)
+
+
+_TAG_REDELIVERED = struct.Struct(">QB")
+_HEADER_FRAME_HEAD = struct.Struct(">BHIHHQ")  # frame head + class, weight, body size
+_BODY_FRAME_HEAD = struct.Struct(">BBHI")  # the previous frame's end + a body frame head
+_ROUTES_MAX = 1024
+
+
+class DeliverEncoder:
+    """basic.deliver + content frames for one consumer, appended to a list of byte strings.
+
+    A consumer receives thousands of messages per second with the same consumer tag, on the
+    same channel, mostly from the same exchange and routing key: those parts are encoded once
+    (per distinct exchange and routing key, in a small cache) and each message costs three
+    ``struct`` packs. The properties are the raw bytes the publisher sent. Owned by one
+    channel; not thread-safe.
+    """
+
+    __slots__ = ("_chunk", "_routes", "channel", "consumer_tag", "frame_max")
+
+    def __init__(self, channel: int, consumer_tag: str | bytes, frame_max: int) -> None:
+        self.channel = channel
+        self.consumer_tag = _b(consumer_tag)
+        if len(self.consumer_tag) > 255:
+            raise ValueError("short string longer than 255 bytes")
+        self.frame_max = frame_max
+        self._chunk = frame_max - FRAME_OVERHEAD if frame_max else _MAX_BODY_SIZE
+        # (exchange, routing key) -> (method frame head + consumer tag, names + frame end)
+        self._routes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+    def _route(self, exchange: str, routing_key: str) -> tuple[bytes, bytes]:
+        ex, rk = _b(exchange), _b(routing_key)
+        if len(ex) > 255 or len(rk) > 255:
+            raise ValueError("short string longer than 255 bytes")
+        ctag = self.consumer_tag
+        size = 4 + 1 + len(ctag) + 8 + 1 + 1 + len(ex) + 1 + len(rk)
+        head = _DELIVER_HEAD.pack(1, self.channel, size, DELIVER, len(ctag)) + ctag
+        names = b"".join((_U8.pack(len(ex)), ex, _U8.pack(len(rk)), rk, b"\xce"))
+        if len(self._routes) >= _ROUTES_MAX:
+            self._routes.clear()
+        route = self._routes[(exchange, routing_key)] = (head, names)
+        return route
+
+    def add(
+        self,
+        parts: list[bytes],
+        delivery_tag: int,
+        redelivered: bool,
+        exchange: str,
+        routing_key: str,
+        properties: bytes,
+        body: bytes,
+    ) -> None:
+        """Append one delivery's frames to ``parts``; ``properties`` are the raw property
+        bytes (property flags onwards) of the content header."""
+        route = self._routes.get((exchange, routing_key)) or self._route(exchange, routing_key)
+        channel = self.channel
+        size = len(body)
+        if 0 < size <= self._chunk:
+            parts += (
+                route[0],
+                _TAG_REDELIVERED.pack(delivery_tag, redelivered),
+                route[1],
+                _HEADER_FRAME_HEAD.pack(2, channel, 12 + len(properties), BASIC_CLASS, 0, size),
+                properties,
+                _BODY_FRAME_HEAD.pack(0xCE, 3, channel, size),
+                body,
+                b"\xce",
+            )
+            return
+        parts += (route[0], _TAG_REDELIVERED.pack(delivery_tag, redelivered), route[1])
+        header = _HEAD12.pack(BASIC_CLASS, 0, size) + properties
+        parts.append(_content_frames([], channel, header, body, self.frame_max))
 
 
 def encode_get_ok(

@@ -1,11 +1,10 @@
 """Split an AMQP 0-9-1 byte stream into frames (sans-IO).
 
-A frame is ``type:octet channel:short size:long payload:size frame-end:0xCE``. The reader hands
-out payloads as memoryview slices without copying them: a ``bytes`` chunk that holds whole
-frames is sliced in place, and a partial frame is accumulated in a private bytearray that is
-never mutated again once views into it exist. Returned views therefore stay valid for as long
-as the caller holds them (holding one keeps its whole receive chunk alive, so copy bodies that
-outlive the current batch).
+A frame is ``type:octet channel:short size:long payload:size frame-end:0xCE``. Payloads are
+handed out as ``bytes`` slices of the received chunk: at ~100 B per message a slice costs
+less than a memoryview and is hashable, so decoders can key caches on it and queues can keep
+it as is. An incomplete frame is accumulated in a bytearray (amortised appends, so a peer
+trickling a large frame byte by byte costs linear time) and turned into bytes once complete.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 
 _FRAME_HEAD = struct.Struct(">BHI")
+_U64 = struct.Struct(">Q")
 _KNOWN_TYPES = frozenset({FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT})
 
 
@@ -54,7 +54,7 @@ class Frame(NamedTuple):
 
     type: int
     channel: int
-    payload: memoryview
+    payload: bytes
 
 
 def encode_frame(frame_type: int, channel: int, payload: bytes | bytearray | memoryview) -> bytes:
@@ -73,90 +73,110 @@ class FrameReader:
     Like RabbitMQ (``rabbit_reader:handle_input``), a payload of up to ``frame_max`` bytes is
     tolerated although the spec caps the *whole* frame at frame_max: clients commonly get the
     8-byte overhead wrong. ``frame_max == 0`` means no limit.
+
+    Invariant: either ``_pending`` is empty, or ``_buf`` is fully consumed and ``_pending``
+    holds fewer than ``_need`` bytes (an incomplete frame).
     """
 
-    __slots__ = ("_pending", "_pos", "_view", "frame_max")
+    __slots__ = ("_buf", "_need", "_pending", "_pos", "frame_max")
 
     def __init__(self, frame_max: int = FRAME_MIN_SIZE) -> None:
         self.frame_max = frame_max
-        self._view: memoryview | None = None  # frozen chunk frames are sliced from
+        self._buf = b""  # the chunk frames are sliced from
         self._pos = 0
-        self._pending = bytearray()  # an incomplete tail; no views into it ever exist
+        self._pending = bytearray()  # an incomplete frame
+        self._need = 0  # bytes _pending must reach before it is worth parsing again
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as frames."""
-        held = len(self._view) - self._pos if self._view is not None else 0
-        return held + len(self._pending)
+        return len(self._buf) - self._pos + len(self._pending)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Add received bytes (copied only when they complete a partial frame)."""
+        """Add received bytes."""
         if not data:
             return
-        if self._view is not None:
-            if self._pos < len(self._view):
-                self._pending = bytearray(self._view[self._pos :])
-            self._view = None
-        if self._pending or type(data) is not bytes:
+        if self._pending:
             self._pending += data
+            if len(self._pending) >= self._need:
+                self._buf, self._pos = bytes(self._pending), 0
+                self._pending = bytearray()
+        elif self._pos < len(self._buf):
+            self._buf, self._pos = self._buf[self._pos :] + bytes(data), 0
         else:
-            self._view = memoryview(data)
-            self._pos = 0
+            self._buf, self._pos = (data if type(data) is bytes else bytes(data)), 0
 
     def read_exact(self, n: int) -> bytes | None:
         """Take the next ``n`` raw bytes (the protocol header), or None if not yet received."""
-        if self._view is not None:
-            self._pending = bytearray(self._view[self._pos :]) + self._pending
-            self._view = None
-        if len(self._pending) < n:
+        data = self.peek()
+        if len(data) < n:
             return None
-        out = bytes(self._pending[:n])
-        del self._pending[:n]
-        return out
+        self._buf, self._pos, self._pending = data[n:], 0, bytearray()
+        return data[:n]
 
     def peek(self) -> bytes:
         """All buffered bytes (for protocol-header sniffing before framing starts)."""
-        if self._view is not None:
-            return bytes(self._view[self._pos :]) + bytes(self._pending)
-        return bytes(self._pending)
+        return self._buf[self._pos :] + bytes(self._pending)
 
-    def next_frame(self) -> tuple[int, int, memoryview] | None:
+    def next_frame(self) -> tuple[int, int, bytes] | None:
         """The next complete frame as (type, channel, payload), or None; see ``Frame``."""
-        view = self._view
-        if view is None:
-            if not self._has_frame(self._pending):
-                return None
-            view = self._view = memoryview(self._pending)
-            self._pending = bytearray()
-            self._pos = 0
+        buf = self._buf
         pos = self._pos
-        avail = len(view) - pos
+        avail = len(buf) - pos
         if avail < 7:
-            return self._stash(view, pos)
-        frame_type, channel, size = _FRAME_HEAD.unpack_from(view, pos)
+            return self._stash(buf, pos, 7) if avail else None
+        frame_type, channel, size = _FRAME_HEAD.unpack_from(buf, pos)
         if frame_type not in _KNOWN_TYPES or (self.frame_max and size > self.frame_max):
             self._check_head(frame_type, size)
         end = pos + 7 + size
         if avail < size + FRAME_OVERHEAD:
-            return self._stash(view, pos)
-        if view[end] != FRAME_END:
-            raise FrameError(f"invalid frame end marker 0x{view[end]:02x}")
+            return self._stash(buf, pos, size + FRAME_OVERHEAD)
+        if buf[end] != FRAME_END:
+            raise FrameError(f"invalid frame end marker 0x{buf[end]:02x}")
         self._pos = end + 1
-        if self._pos == len(view):
-            self._view = None
-        return frame_type, channel, view[pos + 7 : end]
+        return frame_type, channel, buf[pos + 7 : end]
 
-    def _stash(self, view: memoryview, pos: int) -> None:
-        self._pending = bytearray(view[pos:])
-        self._view = None
+    def next_content(self, channel: int) -> tuple[bytes, bytes] | None:
+        """If a content header and a single body frame on ``channel`` follow, both complete,
+        take them and return their payloads; else take nothing and return None.
+
+        The publish fast path: most messages are publish + header + one body frame in the same
+        read, and this avoids two rounds through the general frame loop. Only a body frame
+        that carries the header's whole body size counts (so never an empty body).
+        """
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 14:
+            return None
+        frame_type, number, size = _FRAME_HEAD.unpack_from(buf, pos)
+        if frame_type != FRAME_HEADER or number != channel:
+            return None
+        body_at = pos + 8 + size
+        if len(buf) < body_at + 7:
+            return None
+        btype, bnumber, bsize = _FRAME_HEAD.unpack_from(buf, body_at)
+        end = body_at + 7 + bsize
+        frame_max = self.frame_max
+        if (
+            size < 12
+            or not bsize
+            or _U64.unpack_from(buf, pos + 11)[0] != bsize
+            or btype != FRAME_BODY
+            or bnumber != channel
+            or len(buf) <= end
+            or buf[body_at - 1] != FRAME_END
+            or buf[end] != FRAME_END
+            or (frame_max and (size > frame_max or bsize > frame_max))
+        ):
+            return None
+        self._pos = end + 1
+        return buf[pos + 7 : body_at - 1], buf[body_at + 7 : end]
+
+    def _stash(self, buf: bytes, pos: int, need: int) -> None:
+        self._pending = bytearray(buf[pos:])
+        self._need = need
+        self._buf, self._pos = b"", 0
         return None
-
-    def _has_frame(self, buf: bytearray) -> bool:
-        if len(buf) < 7:
-            return False
-        frame_type, _channel, size = _FRAME_HEAD.unpack_from(buf, 0)
-        self._check_head(frame_type, size)
-        return len(buf) >= size + FRAME_OVERHEAD
 
     def _check_head(self, frame_type: int, size: int) -> None:
         if frame_type not in _KNOWN_TYPES:
