@@ -56,9 +56,11 @@ class PublishResult(NamedTuple):
     """
 
     accepted: bool
-    position: int = -1
     offset: int = -1
 
+
+_ACCEPTED = PublishResult(True)
+_REFUSED = PublishResult(False)
 
 @dataclass(frozen=True, slots=True)
 class QueueArguments:
@@ -177,6 +179,7 @@ class Queue:
         self.arguments: dict[str, Any] = dict(arguments or {})
         self.vhost = vhost
         self.args = QueueArguments.parse(self.arguments, name, vhost)
+        self._limited = self.args.max_length is not None or self.args.max_length_bytes is not None
         self.store = store
         self.dead_letter = dead_letter
         self.on_delete = on_delete
@@ -246,13 +249,13 @@ class Queue:
         dispatch once at its end, so a consumer gets the batch in one piece; the queue still
         dispatches at once where a length limit or a TTL depends on it."""
         if self.deleted:
-            return PublishResult(False)
+            return _REFUSED
         args = self.args
-        ready = self._ready
-        if args.overflow != "drop-head" and self._over_limit_with(message):
+        limited = self._limited
+        if limited and args.overflow != "drop-head" and self._over_limit_with(message):
             if args.overflow == "reject-publish-dlx":
                 self._dead_letter(message, MAXLEN)
-            return PublishResult(False)
+            return _REFUSED
         now = int(self._clock() * 1000)
         offset = -1
         if message.delivery_mode == 2 and self.store is not None:
@@ -265,16 +268,15 @@ class Queue:
             per_message = message.ttl_ms()
             if per_message is not None and (ttl is None or per_message < ttl):
                 ttl = per_message
-        ready.append((position, message, now, None if ttl is None else now + ttl, False))
+        self._ready.append((position, message, now, None if ttl is None else now + ttl, False))
         self._ready_bytes += len(message.body)
-        limited = args.max_length is not None or args.max_length_bytes is not None
         if self._consumer_count and (dispatch or limited or ttl is not None):
             self.dispatch()
         if limited:
             self._drop_over_limit()
         if ttl is not None:
             self.expire(now)
-        return PublishResult(True, position, offset)
+        return _ACCEPTED if offset < 0 else PublishResult(True, offset)
 
     def _over_limit_with(self, message: Message) -> bool:
         args = self.args

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from dari.server.amqp import AMQPServerConnection
 
 _PUBLISH, _ACK, _REJECT, _NACK = (60, 40), (60, 80), (60, 90), (60, 120)
-_HEADER_PREFIX = 12  # class id, weight, body size before the property flags
 # Publishers mostly repeat the same property bytes: parse each distinct value once.
 _PROPERTIES_CACHE: dict[bytes, tuple[int, int | None, str | None]] = {}
 _PROPERTIES_CACHE_SIZE = 4096
@@ -121,6 +120,7 @@ class Channel:
         self._tx_acks: list[Any] = []
         self._dirty_queues: dict[int, Queue] = {}
         self.closed = False
+        self._vhost: Any = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             Ack: self._basic_ack,
             Nack: self._basic_nack,
@@ -160,7 +160,12 @@ class Channel:
 
     @property
     def vhost(self) -> Any:
-        return self.broker.vhosts[self.vhost_name].vhost
+        return self._vhost or self._bind_vhost()
+
+    def _bind_vhost(self) -> Any:
+        """The connection's vhost never changes once open: look it up once."""
+        self._vhost = self.broker.vhosts[self.vhost_name].vhost
+        return self._vhost
 
     def _send(self, method: Any) -> None:
         self.connection.write(self.conn.send_method(self.number, method))
@@ -192,6 +197,7 @@ class Channel:
 
     # -- publish ---------------------------------------------------------------------------
     def on_publish(self, publish: Publish, header: ContentHeader, body: bytes | memoryview) -> None:
+        self.connection.published = True  # blocks the connection while a resource alarm is on
         if self.tx:
             self._tx_publishes.append((publish, header, bytes(body)))
             return
@@ -208,7 +214,7 @@ class Channel:
             )
         exchange, routing_key = publish.exchange, publish.routing_key
         headers = _LazyHeaders(header) if header.flags & 0x2000 else None
-        queues = self.vhost.route(exchange, routing_key, headers)
+        queues = (self._vhost or self._bind_vhost()).route(exchange, routing_key, headers)
         seq = 0
         if self.confirm:
             self.publish_seq += 1
@@ -223,7 +229,7 @@ class Channel:
                     )
                 )
             return
-        properties = header.raw[_HEADER_PREFIX:]
+        properties = header.raw_properties
         parsed = _PROPERTIES_CACHE.get(properties)
         if parsed is None:
             try:
@@ -327,11 +333,15 @@ class Channel:
         return deliver_many
 
     def _settle(self, entries: list[tuple[Delivery, PrefetchConsumer | None]]) -> None:
+        """Give the credit of settled deliveries back (basic.get ones hold channel credit)."""
+        counts: dict[PrefetchConsumer | None, int] = {}
         for _delivery, consumer in entries:
+            counts[consumer] = counts.get(consumer, 0) + 1
+        for consumer, count in counts.items():
             if consumer is not None:
-                consumer.settle()
+                consumer.settle(count)
             else:
-                self.channel_credit.settle()
+                self.channel_credit.settle(count)
 
     def _take(self, delivery_tag: int, multiple: bool, where: tuple[int, int]) -> list[Any]:
         """Remove and return the unacked entries an ack/nack addresses (406 if unknown)."""
@@ -341,11 +351,15 @@ class Channel:
                 taken = list(unacked.values())
                 unacked.clear()
                 return taken
-            if delivery_tag not in unacked and not any(t < delivery_tag for t in unacked):
+            tags = []
+            for tag in unacked:  # in ascending tag order: tags are handed out in order
+                if tag > delivery_tag:
+                    break
+                tags.append(tag)
+            if not tags:
                 raise self._error(
                     ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}", where
                 )
-            tags = [t for t in unacked if t <= delivery_tag]
             return [unacked.pop(t) for t in tags]
         entry = unacked.pop(delivery_tag, None)
         if entry is None:
@@ -360,15 +374,20 @@ class Channel:
             return
         entries = self._take(method.delivery_tag, method.multiple, _ACK)
         self._settle(entries)
-        by_queue: dict[int, tuple[Queue, list[Delivery]]] = {}
+        by_queue: dict[Queue, list[Delivery]] = {}
         for delivery, _consumer in entries:
-            by_queue.setdefault(id(delivery.queue), (delivery.queue, []))[1].append(delivery)
-        for key, (queue, deliveries) in by_queue.items():
+            queue = delivery.queue
+            deliveries = by_queue.get(queue)
+            if deliveries is None:
+                by_queue[queue] = [delivery]
+            else:
+                deliveries.append(delivery)
+        for queue, deliveries in by_queue.items():
             if len(deliveries) == 1:
                 queue.ack(deliveries[0])
             else:
                 queue.ack_many(deliveries)
-            self._dirty_queues[key] = queue
+            self._dirty_queues[id(queue)] = queue
 
     def _reject_entries(self, entries: list[Any], requeue_them: bool) -> None:
         self._settle(entries)

@@ -215,12 +215,16 @@ class ContentHeader:
     concerns beyond that.
     """
 
-    __slots__ = ("_headers", "_spans", "body_size", "class_id", "flags", "raw", "weight")
+    __slots__ = (
+        "_headers", "_spans", "body_size", "class_id", "flags", "raw", "raw_properties", "weight",
+    )
 
     def __init__(self, raw: bytes | bytearray | memoryview) -> None:
         self.raw = raw if type(raw) is bytes else bytes(raw)
+        # the property flags and values (what a message stores and consumers get)
+        self.raw_properties = self.raw[12:]
         # Publishers mostly repeat one property block: reuse its validated layout.
-        cached = _LAYOUTS.get(self.raw[12:])
+        cached = _LAYOUTS.get(self.raw_properties)
         if cached is not None:
             self.class_id, self.weight, self.body_size = _HEAD12.unpack_from(self.raw, 0)
             self.flags, self._spans = cached
@@ -254,7 +258,7 @@ class ContentHeader:
             if pos != len(self.raw):
                 raise FrameError("trailing bytes after content header properties")
         if len(_LAYOUTS) < _LAYOUTS_MAX:
-            _LAYOUTS[self.raw[12:]] = (self.flags, self._spans)
+            _LAYOUTS[self.raw_properties] = (self.flags, self._spans)
 
     def _scan(self, pos: int) -> dict[str, tuple[int, int]]:
         """Offsets (start, end) of each present property's value."""
@@ -347,11 +351,6 @@ class ContentHeader:
             span = self._spans.get("headers") if self._spans else None
             self._headers = decode_table(self.raw, span[0])[0] if span else None
         return self._headers
-
-    @property
-    def raw_properties(self) -> bytes:
-        """The property flags and values (the header payload minus class/weight/size)."""
-        return self.raw[12:]
 
     def properties(self) -> Properties:
         """Every property decoded (headers included)."""
