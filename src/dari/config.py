@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "amqp.default.user": "guest",
     "amqp.default.pass": "guest",
     "amqp.loopback.users": "guest",
+    # resource alarms (RabbitMQ's vm_memory_high_watermark and disk_free_limit): while one is
+    # active, AMQP connections that publish are blocked; re-read on SIGHUP
+    "amqp.memory.high.watermark": 0.6,
+    "amqp.memory.high.watermark.bytes": 0,
+    "disk.free.limit": 50_000_000,
     "node.id": 0,
     "cluster.id": "",
     "num.partitions": 1,
@@ -79,6 +84,10 @@ def _coerce(key: str, value: Any) -> Any:
     """Give ``value`` the type of the default for ``key`` (env and flags arrive as text)."""
     default = DEFAULTS[key]
     try:
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
         if isinstance(default, bool):
             if isinstance(value, str):
                 lowered = value.strip().lower()
@@ -113,6 +122,8 @@ class Settings:
     """Resolved settings; ``values`` holds every key of DEFAULTS with its final typed value."""
 
     values: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS))
+    # (config file, overrides, environ) as given to load(), for reload()
+    sources: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -150,9 +161,13 @@ class Settings:
                 if key not in DEFAULTS:
                     raise ConfigError(f"unknown setting {key!r}")
                 values[key] = _coerce(key, value)
-        settings = cls(values)
+        settings = cls(values, (config_file, overrides, environ))
         settings.validate()
         return settings
+
+    def reload(self) -> Settings:
+        """The same sources read again (on SIGHUP): the config file may have changed."""
+        return Settings.load(*self.sources) if self.sources else self
 
     def validate(self) -> None:
         policy = self.values["log.flush.policy"]
@@ -162,6 +177,11 @@ class Settings:
             raise ConfigError("log.message.timestamp.type must be CreateTime or LogAppendTime")
         if self.values["num.partitions"] < 1:
             raise ConfigError("num.partitions must be at least 1")
+        if not 0.0 <= self.values["amqp.memory.high.watermark"] <= 1.0:
+            raise ConfigError("amqp.memory.high.watermark must be a fraction from 0 to 1")
+        for key in ("amqp.memory.high.watermark.bytes", "disk.free.limit"):
+            if self.values[key] < 0:
+                raise ConfigError(f"{key} must not be negative")
         parse_hostport(self.values["kafka"])
         parse_hostport(self.values["amqp"])
 

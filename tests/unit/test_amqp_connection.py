@@ -6,6 +6,8 @@ from __future__ import annotations
 import pika.frame
 import pika.spec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pamqp import commands
 from pamqp import frame as pframe
 from pamqp import header as pheader
@@ -581,6 +583,74 @@ def test_publishes_fed_in_odd_chunks():
     for start in range(0, len(data), 97):
         got += feed(conn, data[start : start + 97])
     assert [bytes(e.body) for e in got] == [bytes([i]) * i for i in range(1, 60)]
+
+
+def _message_variants() -> list[bytes]:
+    """Publishes the one-step path takes and ones it must leave to the general path: split
+    bodies, empty bodies, a body size that disagrees with the header, a header of another
+    class, a message over max_message_size, and an interleaved ack."""
+    ok = publish_frames(1, b"hello", delivery_mode=2)
+    ok_other_props = publish_frames(1, b"hi", content_type="text/plain", priority=3)
+    split = b"".join(
+        (
+            method(1, commands.Basic.Publish(exchange="ex", routing_key="k")),
+            pframe.marshal(pheader.ContentHeader(0, 6, commands.Basic.Properties()), 1),
+            encode_frame(3, 1, b"abc"),
+            encode_frame(3, 1, b"def"),
+        )
+    )
+    wrong_size = b"".join(
+        (
+            method(1, commands.Basic.Publish(exchange="ex", routing_key="k")),
+            pframe.marshal(pheader.ContentHeader(0, 4, commands.Basic.Properties()), 1),
+            encode_frame(3, 1, b"abcdef"),
+        )
+    )
+    other_class = b"".join(
+        (
+            method(1, commands.Basic.Publish(exchange="ex", routing_key="k")),
+            encode_frame(2, 1, b"\x00\x32\x00\x00" + (3).to_bytes(8, "big") + b"\x00\x00"),
+            encode_frame(3, 1, b"abc"),
+        )
+    )
+    too_big = publish_frames(1, b"x" * 300)
+    ack = method(1, commands.Basic.Ack(delivery_tag=1))
+    return [ok, ok_other_props, split, publish_frames(1, b""), wrong_size, other_class,
+            too_big, ack]
+
+
+def _outcome(conn: AMQPConnection, chunks: list[bytes]) -> list:
+    """Events and errors, in order; an error is recorded and reading goes on, as the
+    adapter does."""
+    out: list = []
+    for chunk in chunks:
+        conn.receive_data(chunk)
+        while True:
+            try:
+                event = conn.next_event()
+            except AMQPError as exc:
+                out.append(("error", exc.reply_code, exc.channel))
+                continue
+            if event is None:
+                break
+            if isinstance(event, ContentReceived):
+                out.append((event.publish, event.header.raw, bytes(event.body)))
+            else:
+                out.append(event)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=7), min_size=1, max_size=12))
+def test_one_read_and_byte_by_byte_give_the_same_events_and_errors(picks):
+    variants = _message_variants()
+    data = b"".join(variants[i] for i in picks)
+    whole, trickled = (open_connection(max_message_size=256) for _ in range(2))
+    for conn in (whole, trickled):
+        open_channel(conn)
+    assert _outcome(whole, [data]) == _outcome(
+        trickled, [data[i : i + 1] for i in range(len(data))]
+    )
 
 
 # -- closing the connection ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
@@ -34,6 +34,9 @@ from dari.protocol.amqp import (
 )
 from dari.server.amqp_broker import AMQPBroker
 from dari.server.amqp_channel import Channel
+
+if TYPE_CHECKING:
+    from dari.server.alarms import ResourceMonitor
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,13 @@ def _credentials(mechanism: str, response: bytes | str) -> tuple[str, str] | Non
 class AMQPServerConnection(asyncio.Protocol):
     """One client connection; owned by the event loop thread."""
 
-    def __init__(self, broker: AMQPBroker, settings: dict[str, int], connections: set[Any]):
+    def __init__(
+        self,
+        broker: AMQPBroker,
+        settings: dict[str, int],
+        connections: set[Any],
+        alarms: ResourceMonitor | None = None,
+    ):
         self.broker = broker
         self.connections = connections
         self.conn = AMQPConnection(
@@ -101,6 +110,13 @@ class AMQPServerConnection(asyncio.Protocol):
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.reading_paused = False
+        self._writing_paused = False
+        # Resource alarms (RabbitMQ's blocked connections): ``published`` is set by every
+        # publish of a socket read; ``blocked`` once one arrived while an alarm was active.
+        self.alarms = alarms
+        self.published = False
+        self.blocked = False
+        self._blocked_sent = False
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,14 +131,24 @@ class AMQPServerConnection(asyncio.Protocol):
         self._cleanup()
 
     def pause_writing(self) -> None:
-        if self.transport is not None and not self.reading_paused:
-            self.transport.pause_reading()
-            self.reading_paused = True
+        self._writing_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.reading_paused:
-            self.transport.resume_reading()
-            self.reading_paused = False
+        self._writing_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while neither write backpressure nor a resource alarm holds us."""
+        pause = self._writing_paused or self.blocked
+        transport = self.transport
+        if pause == self.reading_paused or transport is None or transport.is_closing():
+            return
+        if pause:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+        self.reading_paused = pause
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
@@ -143,6 +169,8 @@ class AMQPServerConnection(asyncio.Protocol):
         for channel in self.channels.values():
             channel.end_of_turn()
         self.flush()
+        if self.published:
+            self._after_publish()
 
     # -- output ----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -285,12 +313,45 @@ class AMQPServerConnection(asyncio.Protocol):
             channel.close()
         self.write(self.conn.send_error(exc))
 
+    # -- flow control: resource alarms ------------------------------------------------------
+    def _after_publish(self) -> None:
+        """End of a socket read that published: with an alarm active, stop reading and tell a
+        client that declared the ``connection.blocked`` capability why (RabbitMQ's
+        ``publish_received``). Only publishing connections block; consumers' acks still flow."""
+        self.published = False
+        alarms = self.alarms
+        if alarms is None or not alarms.active or self.blocked or self.closed:
+            return
+        self.blocked = True
+        self._update_reading()
+        if self.capabilities.get("connection.blocked") is True and self._is_open():
+            self.write(self.conn.send_blocked(alarms.reason))
+            self._blocked_sent = True
+            self.flush()
+
+    def alarms_changed(self) -> None:
+        """The set of active alarms changed: once none is left, read again and send
+        ``connection.unblocked`` if ``connection.blocked`` was sent."""
+        if not self.blocked or (self.alarms is not None and self.alarms.active):
+            return
+        self.blocked = False
+        self.last_received = time.monotonic()  # silence while blocked was not the peer's fault
+        self._update_reading()
+        if self._blocked_sent and self._is_open():
+            self.write(self.conn.send_unblocked())
+            self.flush()
+        self._blocked_sent = False
+
+    def _is_open(self) -> bool:
+        return not self.closed and self.conn.state is ConnectionState.OPEN
+
     # -- heartbeats and cleanup -------------------------------------------------------------
     async def _heartbeats(self, interval: int) -> None:
-        """Send a heartbeat every interval/2 s; drop a peer silent for two intervals."""
+        """Send a heartbeat every interval/2 s; drop a peer silent for two intervals (not while
+        blocked: we are not reading it then, RabbitMQ pauses its heartbeat monitor too)."""
         while not self.closed:
             await asyncio.sleep(interval / 2)
-            if time.monotonic() - self.last_received > 2 * interval:
+            if not self.blocked and time.monotonic() - self.last_received > 2 * interval:
                 log.warning("AMQP peer %s missed heartbeats; closing", self.peer)
                 self._cleanup()
                 self._close_transport()

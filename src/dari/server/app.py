@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from dari.config import Settings, parse_hostport
+from dari.config import ConfigError, Settings, parse_hostport
+from dari.server.alarms import Limits, ResourceMonitor
 from dari.server.amqp import AMQPServerConnection
 from dari.server.amqp_broker import AMQPBroker, User
 from dari.server.kafka import KafkaConnection
@@ -84,6 +86,8 @@ class Broker:
         self.amqp_server: asyncio.Server | None = None
         self.amqp_address: tuple[str, int] | None = None
         self.amqp_connections: set[AMQPServerConnection] = set()
+        self.alarms: ResourceMonitor | None = None
+        self._sighup = False
 
     async def start(self) -> None:
         settings = self.settings
@@ -175,10 +179,17 @@ class Broker:
             "channel_max": settings["amqp.channel.max"],
             "heartbeat": settings["amqp.heartbeat"],
         }
+        # Resource alarms block publishing connections (first check now, then every second).
+        alarms = self.alarms = ResourceMonitor(
+            Limits.from_settings(settings), settings.data_dir, node=settings["node.id"]
+        )
+        alarms.listeners.append(self._alarms_changed)
+        self._spawn(alarms.run())
+        self._watch_sighup()
         host, port = parse_hostport(settings["amqp"])
         broker = self.amqp
         self.amqp_server = await asyncio.get_running_loop().create_server(
-            lambda: AMQPServerConnection(broker, amqp_settings, self.amqp_connections),
+            lambda: AMQPServerConnection(broker, amqp_settings, self.amqp_connections, alarms),
             host,
             port,
             reuse_address=True,
@@ -186,6 +197,34 @@ class Broker:
         )
         bound = self.amqp_server.sockets[0].getsockname()
         self.amqp_address = (bound[0], bound[1])
+
+    def _alarms_changed(self) -> None:
+        for conn in list(self.amqp_connections):
+            conn.alarms_changed()
+
+    def _watch_sighup(self) -> None:
+        """SIGHUP re-reads the settings; the resource limits take effect at once (dari's
+        ``rabbitmqctl set_vm_memory_high_watermark`` / ``set_disk_free_limit``)."""
+        sighup = getattr(signal, "SIGHUP", None)
+        if sighup is None:
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(sighup, self.reload)
+        except (RuntimeError, ValueError, NotImplementedError):
+            return  # not the main thread (an embedded broker): no signal handling
+        self._sighup = True
+
+    def reload(self) -> None:
+        """Read the configuration again and apply what can change at runtime: the resource
+        limits. Other settings need a restart; flags and environment still take precedence."""
+        try:
+            settings = self.settings.reload()
+        except ConfigError as exc:
+            log.error("configuration reload failed, nothing changed: %s", exc)
+            return
+        log.info("configuration reloaded")
+        if self.alarms is not None:
+            self.alarms.set_limits(Limits.from_settings(settings))
 
     def _all_logs(self) -> list[PartitionLog]:
         """Every log the flush scheduler and maintenance look after."""
@@ -235,6 +274,9 @@ class Broker:
             self.producer_states.snapshot_all()
 
     async def stop(self) -> None:
+        if self._sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
         if self.kafka_server is not None:
             self.kafka_server.close()
         if self.amqp_server is not None:
