@@ -20,7 +20,15 @@ import psutil
 
 from bench import procs
 from bench.amqp_probe import ProbeError, probe
-from bench.brokers import Broker, BrokerStartError, _spawn, fail, free_port, wait_probe
+from bench.brokers import (
+    Broker,
+    BrokerStartError,
+    _spawn,
+    fail,
+    free_port,
+    precompile_dari,
+    wait_probe,
+)
 
 _DARI_READY = re.compile(rb"dari ready kafka=\S+ amqp=(\S+):(\d+)")
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -51,6 +59,7 @@ def _wait_probe(broker: Broker, deadline: float) -> float:
 def start_dari(workdir: Path, name: str = "dari", extra: tuple[str, ...] = (),
                timeout: float = 60.0) -> Broker:
     """dari from this interpreter with an AMQP listener; ready = its `dari ready` line."""
+    precompile_dari()
     argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(workdir / "data"),
             "--kafka", "127.0.0.1:0", "--amqp", f"127.0.0.1:{free_port()}", *extra]
     broker = _spawn(name, argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
