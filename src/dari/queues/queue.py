@@ -190,6 +190,7 @@ class Queue:
         self._ready_bytes = 0
         self._unacked: dict[int, Delivery] = {}
         self._groups: list[_Group] = []
+        self._arrivals: list[Consumer] = []  # in registration order (single active consumer)
         self._consumer_count = 0
         self._exclusive_consumer: Consumer | None = None
         self._had_consumer = False
@@ -197,6 +198,7 @@ class Queue:
         self._next_position = 0
         self.deleted = False
         self.recovered = 0  # messages recovered from the store
+        self.last_used_ms = int(clock() * 1000)  # for x-expires; see touch()
         if store is not None:
             self._recover(store)
 
@@ -229,6 +231,20 @@ class Queue:
     @property
     def consumers(self) -> list[Consumer]:
         return [c for g in self._groups for c in g.members]
+
+    def touch(self) -> None:
+        """Renew the x-expires lease: declare, basic.get, consume and cancel do, as in
+        RabbitMQ (publishing does not)."""
+        self.last_used_ms = int(self._clock() * 1000)
+
+    def unused_expired(self, now_ms: int) -> bool:
+        """True once an x-expires queue has had no consumer and no use for its period."""
+        expires = self.args.expires
+        return (
+            expires is not None
+            and not self._consumer_count
+            and now_ms - self.last_used_ms >= expires
+        )
 
     def check_exclusive(self, owner: object) -> None:
         """405 RESOURCE_LOCKED unless ``owner`` (a connection) may use this queue."""
@@ -324,8 +340,10 @@ class Queue:
             self._groups.append(group)
             self._groups.sort(key=lambda g: -g.priority)
         group.members.append(consumer)
+        self._arrivals.append(consumer)
         self._consumer_count += 1
         self._had_consumer = True
+        self.touch()
         if consumer.exclusive:
             self._exclusive_consumer = consumer
         self.dispatch()
@@ -350,7 +368,9 @@ class Queue:
                 break
         if found is None:
             return None
+        self._arrivals.remove(found)
         self._consumer_count -= 1
+        self.touch()
         if self._exclusive_consumer is found:
             self._exclusive_consumer = None
         if self.auto_delete and self._consumer_count == 0 and self._had_consumer:
@@ -362,7 +382,15 @@ class Queue:
     def _pick(self) -> tuple[Consumer, int] | None:
         """The next consumer with credit and how many deliveries it may take in a row:
         highest priority first, round-robin within a priority — so one at a time when it
-        shares its priority with others, as many as its window allows when it is alone."""
+        shares its priority with others, as many as its window allows when it is alone.
+
+        With x-single-active-consumer only the earliest registered consumer gets messages;
+        when it goes, the next one in registration order takes over (RabbitMQ's classic
+        queues)."""
+        if self.args.single_active_consumer:
+            active = self._arrivals[0] if self._arrivals else None
+            room = active.room() if active is not None else 0
+            return (active, room) if active is not None and room > 0 else None
         for group in self._groups:
             members = group.members
             count = len(members)
@@ -429,6 +457,7 @@ class Queue:
 
     def get(self, no_ack: bool = False) -> Delivery | None:
         """basic.get: the head message, or None when the queue is empty (get-empty)."""
+        self.touch()
         ready = self._ready
         if ready and ready[0][3] is not None:
             self.expire()

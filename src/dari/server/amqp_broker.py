@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from dari.queues.dead_letter import REJECTED, headers_of, is_cycle, record_death
 from dari.queues.errors import AccessRefused, NotFound, PreconditionFailed, resource
+from dari.queues.permissions import FULL, NO_ACCESS, Permissions
 from dari.queues.queue import Queue
 from dari.queues.queue_store import QueueStore
 from dari.queues.vhost import VirtualHost, decode_table, encode_table
@@ -41,6 +43,7 @@ _COMPARED_ARGS = (
     "x-max-priority",
     "x-queue-type",
     "x-queue-mode",
+    "x-single-active-consumer",
 )
 
 
@@ -49,7 +52,15 @@ class User:
     name: str
     password: str
     loopback_only: bool = False
-    vhosts: tuple[str, ...] = ("/",)
+    vhosts: tuple[str, ...] = ("/",)  # where the user may connect; "*": every vhost
+    permissions: Mapping[str, Permissions] = field(default_factory=dict)
+
+    def permissions_in(self, vhost: str) -> Permissions:
+        """The user's patterns in ``vhost``: a vhost listed without patterns grants ``.*``."""
+        found = self.permissions.get(vhost)
+        if found is not None:
+            return found
+        return FULL if vhost in self.vhosts or "*" in self.vhosts else NO_ACCESS
 
 
 @dataclass
@@ -113,12 +124,17 @@ class AMQPBroker:
                 queue.close()
 
     async def expire_forever(self, interval_s: float = 0.25) -> None:
-        """Drop messages whose TTL passed at the head of their queues (and dead-letter them)."""
+        """Drop messages whose TTL passed at the head of their queues (and dead-letter them),
+        and delete queues left unused for their x-expires period."""
         while True:
             await asyncio.sleep(interval_s)
             now = int(time.time() * 1000)
-            for state in self.vhosts.values():
+            for vhost_name, state in self.vhosts.items():
                 for queue in list(state.queues.values()):
+                    if queue.unused_expired(now):
+                        log.debug("queue %s expired (x-expires)", queue.name)
+                        self.delete_queue(vhost_name, queue)
+                        continue
                     due = queue.next_expiry_ms()
                     if due is not None and due <= now:
                         queue.expire(now)
@@ -223,6 +239,7 @@ class AMQPBroker:
                     finally:
                         existing.exclusive_owner = owner
                 self._check_equivalent(existing, durable, auto_delete, arguments)
+            existing.touch()  # a declare renews the x-expires lease, passive or not
             return existing
         if passive:
             raise NotFound(f"no {resource('queue', name, vhost_name)}")
@@ -292,13 +309,22 @@ class AMQPBroker:
             self.save(vhost_name)
 
     def _dead_letter(self, queue: Queue, message: Any, reason: str) -> None:
-        """Republish to the queue's dead-letter exchange (RabbitMQ's DLX), keeping the body
-        and properties; the routing key is x-dead-letter-routing-key or the original."""
+        """Republish to the queue's dead-letter exchange (RabbitMQ's DLX) with its x-death
+        history updated; the routing key is x-dead-letter-routing-key or the original. A
+        fully automatic cycle back into a queue is dropped, as RabbitMQ drops it."""
         state = self.vhosts[queue.vhost]
         exchange = queue.args.dead_letter_exchange
         if exchange is None or state.vhost.get_exchange(exchange) is None:
             return
-        routing_key = queue.args.dead_letter_routing_key or message.routing_key
-        for target in state.vhost.route(exchange, routing_key, None, allow_internal=True):
-            if target is not queue:
-                target.publish(message.with_offset(-1))  # type: ignore[attr-defined]
+        dead = record_death(
+            message, queue.name, reason, int(time.time()),
+            exchange=exchange, routing_key=queue.args.dead_letter_routing_key,
+        )
+        targets = state.vhost.route(
+            exchange, dead.routing_key, headers_of(dead), allow_internal=True
+        )
+        for target in targets:
+            if reason != REJECTED and is_cycle(dead, target.name):
+                log.debug("dead-letter cycle into %s: message dropped", target.name)
+                continue
+            target.publish(dead)  # type: ignore[attr-defined]
