@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import logging
 from collections import deque
+from contextvars import ContextVar
 from typing import Any
 
 from dari.protocol.kafka.codec import encode_api_versions_fallback, encode_response, parse_request
@@ -31,6 +33,29 @@ MAX_QUEUED_RESPONSES = 256
 
 Buffers = list[bytes | memoryview]
 
+# Address of the client whose request is being handled, as Kafka reports a member's host
+# ("/127.0.0.1"); set for each read, so handlers (JoinGroup) can record who asked.
+client_host: ContextVar[str] = ContextVar("kafka_client_host", default="")
+
+
+def kafka_host(peername: Any) -> str:
+    """A socket peer as Java's InetAddress prints it: "/" and the IP, IPv6 unabbreviated
+    ("/0:0:0:0:0:0:0:1") and IPv4-mapped IPv6 as IPv4, as a Kafka broker shows it."""
+    if not peername:
+        return ""
+    text = str(peername[0])
+    ip, sep, scope = text.partition("%")
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"/{text}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"/{address.ipv4_mapped}"
+        groups = ":".join(f"{int(group, 16):x}" for group in address.exploded.split(":"))
+        return f"/{groups}{sep}{scope}"
+    return f"/{address}"
+
 
 class KafkaConnection(asyncio.Protocol):
     """State of one client connection; owned by the event loop thread."""
@@ -43,6 +68,7 @@ class KafkaConnection(asyncio.Protocol):
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.host = ""
         # Responses in request order: finished buffers, or tasks still computing theirs.
         self.queue: deque[Buffers | asyncio.Task[Any]] = deque()
         self.out: Buffers = []
@@ -55,6 +81,7 @@ class KafkaConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.host = kafka_host(peer)
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -79,6 +106,7 @@ class KafkaConnection(asyncio.Protocol):
         except FrameTooLargeError as exc:
             self._abort(f"{exc}")
             return
+        client_host.set(self.host)
         for frame in frames:
             if self.closing:
                 return

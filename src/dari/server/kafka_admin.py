@@ -12,7 +12,6 @@ data directory) complete what admin tools and librdkafka ask a broker.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -24,21 +23,29 @@ from dari.config import DEFAULTS, Settings
 from dari.protocol.kafka.apis import ApiKey
 from dari.protocol.kafka.codec import RequestHeader
 from dari.protocol.kafka.errors import ErrorCode
-from dari.server.kafka_handlers import ZERO, Handled, Response, ResponseBuilder
+from dari.server.kafka_handlers import (
+    CLUSTER_OPERATIONS,
+    NO_AUTHORIZED_OPERATIONS,
+    ZERO,
+    Handled,
+    Response,
+    ResponseBuilder,
+)
 from dari.storage import LogClosedError, OffsetOutOfRangeError
 from dari.streams.errors import InvalidConfigError, InvalidTopicError, UnknownTopicError
+from dari.streams.topic_configs import (
+    TOPIC_CONFIGS,
+    ConfigType,
+    TopicConfigKey,
+    config_key,
+    split_list,
+)
 from dari.streams.topics import Topic, TopicManager, check_topic_name
 
 log = logging.getLogger(__name__)
 
 NO_ERROR = ErrorCode.none
-_INT32 = (-(1 << 31), (1 << 31) - 1)
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_LONG_MAX = str(_INT64[1])
-NO_AUTHORIZED_OPERATIONS = -2147483648
 LEADER_EPOCH = 0  # a single broker leads every partition from its creation, in epoch 0
-# AclOperation codes a client may perform on the cluster resource (no ACLs here: all of them).
-_CLUSTER_OPERATIONS = (5, 7, 8, 9, 10, 11, 12, 13, 14)  # CREATE .. DESCRIBE_TOKENS
 
 
 class ResourceType(IntEnum):
@@ -57,16 +64,6 @@ class ConfigSource(IntEnum):
     DEFAULT_CONFIG = 5
 
 
-class ConfigType(IntEnum):
-    BOOLEAN = 1
-    STRING = 2
-    INT = 3
-    SHORT = 4
-    LONG = 5
-    DOUBLE = 6
-    LIST = 7
-
-
 class AlterOp(IntEnum):
     SET = 0
     DELETE = 1
@@ -82,245 +79,7 @@ class Refused(Exception):
         self.code = code
 
 
-def _invalid(name: str, value: str, reason: str) -> Refused:
-    return Refused(
-        ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {reason}"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class TopicConfigKey:
-    """One topic config as Kafka defines it; ``broker`` names the broker config (a dari
-    setting when dari has one) that supplies the default."""
-
-    name: str
-    type: ConfigType
-    default: str
-    doc: str
-    broker: str | None = None
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-
-    def check(self, value: str) -> str:
-        """The value if valid for this config, else raise Refused(INVALID_CONFIG)."""
-        text = value.strip()
-        if self.type in (ConfigType.INT, ConfigType.LONG, ConfigType.SHORT):
-            bounds = _INT32 if self.type is ConfigType.INT else _INT64
-            try:
-                number: float = int(text)
-            except ValueError:
-                raise _invalid(self.name, value, f"Not a number of type {self.type.name}") from None
-            if not bounds[0] <= number <= bounds[1]:
-                raise _invalid(self.name, value, f"Not a number of type {self.type.name}")
-            self._check_range(value, number)
-        elif self.type is ConfigType.DOUBLE:
-            try:
-                number = float(text)
-            except ValueError:
-                raise _invalid(self.name, value, "Not a number of type DOUBLE") from None
-            if math.isnan(number):
-                raise _invalid(self.name, value, "Not a number of type DOUBLE")
-            self._check_range(value, number)
-        elif self.type is ConfigType.BOOLEAN:
-            if text.lower() not in ("true", "false"):
-                raise _invalid(self.name, value, "Expected value to be either true or false")
-        elif self.type is ConfigType.LIST:
-            items = split_list(text)
-            bad = [item for item in items if self.choices and item not in self.choices]
-            if bad or (self.choices and not items):
-                raise _invalid(
-                    self.name, value, f"String must be one of: {', '.join(self.choices)}"
-                )
-        elif self.choices and text not in self.choices:
-            raise _invalid(self.name, value, f"String must be one of: {', '.join(self.choices)}")
-        return text
-
-    def _check_range(self, value: str, number: float) -> None:
-        if self.low is not None and number < self.low:
-            raise _invalid(self.name, value, f"Value must be at least {_num(self.low)}")
-        if self.high is not None and number > self.high:
-            raise _invalid(self.name, value, f"Value must be no more than {_num(self.high)}")
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def split_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-_L, _I, _S, _B, _D, _LIST = (
-    ConfigType.LONG,
-    ConfigType.INT,
-    ConfigType.STRING,
-    ConfigType.BOOLEAN,
-    ConfigType.DOUBLE,
-    ConfigType.LIST,
-)
-_COMPRESSION = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
-
-TOPIC_CONFIGS: dict[str, TopicConfigKey] = {
-    key.name: key
-    for key in (
-        TopicConfigKey(
-            "cleanup.policy", _LIST, "delete",
-            "delete: drop old segments by time or size; compact: keep the latest record per key.",
-            "log.cleanup.policy", choices=("delete", "compact"),
-        ),
-        TopicConfigKey(
-            "compression.type", _S, "producer",
-            "Codec of stored batches; producer keeps whatever the producer sent.",
-            "compression.type", choices=_COMPRESSION,
-        ),
-        TopicConfigKey(
-            "compression.gzip.level", _I, "-1", "Level used when the broker writes gzip.",
-            "compression.gzip.level", low=-1, high=9,
-        ),
-        TopicConfigKey(
-            "compression.lz4.level", _I, "9", "Level used when the broker writes lz4.",
-            "compression.lz4.level", low=1, high=17,
-        ),
-        TopicConfigKey(
-            "compression.zstd.level", _I, "3", "Level used when the broker writes zstd.",
-            "compression.zstd.level", low=-131072, high=22,
-        ),
-        TopicConfigKey(
-            "delete.retention.ms", _L, "86400000",
-            "How long tombstones stay readable in a compacted topic.",
-            "log.cleaner.delete.retention.ms", low=0,
-        ),
-        TopicConfigKey(
-            "file.delete.delay.ms", _L, "60000",
-            "Delay before deleted segment files are removed from disk.",
-            "log.segment.delete.delay.ms", low=0,
-        ),
-        TopicConfigKey(
-            "flush.messages", _L, _LONG_MAX,
-            "1 fsyncs every append before acknowledging it (dari's flush.policy=always).",
-            "log.flush.interval.messages", low=1,
-        ),
-        TopicConfigKey(
-            "flush.ms", _L, _LONG_MAX,
-            "fsync interval of flush.policy=interval; setting it selects that policy.",
-            "log.flush.interval.ms", low=0,
-        ),
-        TopicConfigKey(
-            "flush.policy", _S, "os",
-            "dari's fsync policy: always (before acknowledging), interval, or os (page cache).",
-            "log.flush.policy", choices=("always", "interval", "os"),
-        ),
-        TopicConfigKey(
-            "follower.replication.throttled.replicas", _LIST, "",
-            "Replicas whose follower replication is throttled (no effect on one broker).",
-        ),
-        TopicConfigKey(
-            "index.interval.bytes", _I, "4096",
-            "Bytes of batches between two entries of the sparse offset index.",
-            "log.index.interval.bytes", low=0,
-        ),
-        TopicConfigKey(
-            "leader.replication.throttled.replicas", _LIST, "",
-            "Replicas whose leader replication is throttled (no effect on one broker).",
-        ),
-        TopicConfigKey(
-            "local.retention.bytes", _L, "-2", "Local retention size with tiered storage.",
-            "log.local.retention.bytes", low=-2,
-        ),
-        TopicConfigKey(
-            "local.retention.ms", _L, "-2", "Local retention time with tiered storage.",
-            "log.local.retention.ms", low=-2,
-        ),
-        TopicConfigKey(
-            "max.compaction.lag.ms", _L, _LONG_MAX,
-            "Longest time a record may stay uncompacted.",
-            "log.cleaner.max.compaction.lag.ms", low=1,
-        ),
-        TopicConfigKey(
-            "max.message.bytes", _I, "1048588",
-            "Largest record batch the topic accepts.", "message.max.bytes", low=0,
-        ),
-        TopicConfigKey(
-            "message.downconversion.enable", _B, "true",
-            "Whether old fetch versions may get down-converted batches.",
-            "log.message.downconversion.enable",
-        ),
-        TopicConfigKey(
-            "message.timestamp.after.max.ms", _L, _LONG_MAX,
-            "How far in the future a CreateTime timestamp may be.",
-            "log.message.timestamp.after.max.ms", low=0,
-        ),
-        TopicConfigKey(
-            "message.timestamp.before.max.ms", _L, _LONG_MAX,
-            "How far in the past a CreateTime timestamp may be.",
-            "log.message.timestamp.before.max.ms", low=0,
-        ),
-        TopicConfigKey(
-            "message.timestamp.difference.max.ms", _L, _LONG_MAX,
-            "Deprecated: largest difference between a CreateTime timestamp and the broker's.",
-            "log.message.timestamp.difference.max.ms", low=0,
-        ),
-        TopicConfigKey(
-            "message.timestamp.type", _S, "CreateTime",
-            "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's.",
-            "log.message.timestamp.type", choices=("CreateTime", "LogAppendTime"),
-        ),
-        TopicConfigKey(
-            "min.cleanable.dirty.ratio", _D, "0.5",
-            "Share of uncompacted log that triggers compaction.",
-            "log.cleaner.min.cleanable.ratio", low=0, high=1,
-        ),
-        TopicConfigKey(
-            "min.compaction.lag.ms", _L, "0",
-            "Shortest time a record stays uncompacted.",
-            "log.cleaner.min.compaction.lag.ms", low=0,
-        ),
-        TopicConfigKey(
-            "min.insync.replicas", _I, "1",
-            "Replicas that must acknowledge acks=all writes (one broker: 1).",
-            "min.insync.replicas", low=1,
-        ),
-        TopicConfigKey(
-            "preallocate", _B, "false", "Whether segment files are preallocated.",
-            "log.preallocate",
-        ),
-        TopicConfigKey(
-            "remote.storage.enable", _B, "false", "Tiered storage (not available in dari).",
-        ),
-        TopicConfigKey(
-            "retention.bytes", _L, "-1",
-            "Largest size of a partition before old segments are deleted; -1: no limit.",
-            "log.retention.bytes", low=-1,
-        ),
-        TopicConfigKey(
-            "retention.ms", _L, "604800000",
-            "Age after which closed segments are deleted; -1: no limit.",
-            "log.retention.ms", low=-1,
-        ),
-        TopicConfigKey(
-            "segment.bytes", _I, "1073741824",
-            "Size at which the active segment is rolled.", "log.segment.bytes", low=14,
-        ),
-        TopicConfigKey(
-            "segment.index.bytes", _I, "10485760", "Largest size of a segment's index.",
-            "log.index.size.max.bytes", low=4,
-        ),
-        TopicConfigKey(
-            "segment.jitter.ms", _L, "0", "Random jitter subtracted from segment.ms.",
-            "log.roll.jitter.ms", low=0,
-        ),
-        TopicConfigKey(
-            "segment.ms", _L, "604800000", "Age at which the active segment is rolled.",
-            "log.roll.ms", low=1,
-        ),
-        TopicConfigKey(
-            "unclean.leader.election.enable", _B, "false",
-            "Whether an out-of-sync replica may become leader (no effect on one broker).",
-            "unclean.leader.election.enable",
-        ),
-    )
-}
+_L, _I, _S, _B = ConfigType.LONG, ConfigType.INT, ConfigType.STRING, ConfigType.BOOLEAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,13 +383,17 @@ class KafkaAdmin:
 
     @staticmethod
     def _known(name: str) -> TopicConfigKey:
-        key = TOPIC_CONFIGS.get(name)
-        if key is None:
-            raise Refused(ErrorCode.invalid_config, f"Unknown topic config name: {name}")
-        return key
+        try:
+            return config_key(name)
+        except InvalidConfigError as exc:
+            raise Refused(ErrorCode.invalid_config, str(exc)) from None
 
     def _checked(self, name: str, value: str) -> str:
-        return self._known(name).check(value)
+        key = self._known(name)
+        try:
+            return key.check(value)
+        except InvalidConfigError as exc:
+            raise Refused(ErrorCode.invalid_config, str(exc)) from None
 
     def _alter(
         self,
@@ -689,7 +452,7 @@ class KafkaAdmin:
     def _apply(self, topic: Topic, configs: dict[str, str], validate_only: bool) -> None:
         try:
             if validate_only:
-                self.topics.validate_configs(configs)
+                self.topics.validate_configs(configs, topic.configs)
             else:
                 self.topics.alter_configs(topic.name, configs)
                 log.info("topic %s configs are now %s", topic.name, configs)
@@ -715,7 +478,7 @@ class KafkaAdmin:
         host, port = self.advertised()
         operations = NO_AUTHORIZED_OPERATIONS
         if req.include_cluster_authorized_operations:
-            operations = sum(1 << op for op in _CLUSTER_OPERATIONS)
+            operations = CLUSTER_OPERATIONS  # no ACLs: all the cluster supports
         broker = build(
             "DescribeClusterBroker", broker_id=self.node_id, host=host, port=port, rack=None
         )

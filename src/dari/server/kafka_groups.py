@@ -20,7 +20,15 @@ from dari.config import Settings
 from dari.protocol.kafka.apis import ApiKey
 from dari.protocol.kafka.codec import RequestHeader, millis
 from dari.protocol.kafka.errors import ErrorCode
-from dari.server.kafka_handlers import Handled, KafkaHandlers, Response, ResponseBuilder
+from dari.server.kafka import client_host
+from dari.server.kafka_handlers import (
+    GROUP_OPERATIONS,
+    NO_AUTHORIZED_OPERATIONS,
+    Handled,
+    KafkaHandlers,
+    Response,
+    ResponseBuilder,
+)
 from dari.storage import FlushScheduler, PartitionLog
 from dari.streams.groups.coordinator import GroupCoordinator
 from dari.streams.groups.messages import (
@@ -44,7 +52,6 @@ log = logging.getLogger(__name__)
 ZERO = timedelta(0)
 NO_ERROR = ErrorCode.none
 KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION = 0, 1
-INT32_MIN = -2147483648
 
 
 def code(error: GroupError) -> ErrorCode:
@@ -258,7 +265,7 @@ class GroupService:
             rebalance_timeout_ms=rebalance if rebalance > 0 else session,
             group_instance_id=getattr(req, "group_instance_id", None),
             client_id=header.client_id or "",
-            client_host="",
+            client_host=client_host.get(),  # "/<ip>" of the connection, as Kafka reports it
             require_known_member_id=version >= 4,
             supports_skip_assignment=version >= 9,
         )
@@ -460,6 +467,9 @@ class GroupService:
     def describe_groups(self, header: RequestHeader, req: Any) -> Response:
         build = ResponseBuilder(header)
         described = self._apply(self.coordinator.describe(req.groups))
+        # v3+ may ask for the authorized operations of each group found (dead ones included);
+        # with no authorizer every operation a group supports is allowed, as in Kafka.
+        asked = getattr(req, "include_authorized_operations", False)
         groups = tuple(
             build(
                 "DescribedGroup",
@@ -480,7 +490,11 @@ class GroupService:
                     )
                     for m in g.members
                 ),
-                authorized_operations=INT32_MIN,
+                authorized_operations=(
+                    GROUP_OPERATIONS
+                    if asked and g.error is GroupError.NONE
+                    else NO_AUTHORIZED_OPERATIONS
+                ),
             )
             for g in described
         )

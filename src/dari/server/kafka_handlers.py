@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from enum import IntEnum
 from typing import Any
 
 from dari.protocol.kafka.apis import ApiKey
@@ -59,6 +60,40 @@ NO_ERROR = ErrorCode.none
 ZERO = timedelta(0)
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+NO_AUTHORIZED_OPERATIONS = -2147483648  # the schema default: "not requested"
+
+
+class AclOperation(IntEnum):
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DELETE = 6
+    ALTER = 7
+    DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    DESCRIBE_CONFIGS = 10
+    ALTER_CONFIGS = 11
+    IDEMPOTENT_WRITE = 12
+
+
+def _bit_field(*operations: AclOperation) -> int:
+    return sum(1 << op for op in operations)
+
+
+# What a Kafka broker without an authorizer reports as a client's authorized operations: every
+# operation the resource type supports (Kafka's AclEntry.supportedOperations) as a bit field.
+_A = AclOperation
+TOPIC_OPERATIONS = _bit_field(
+    _A.READ, _A.WRITE, _A.CREATE, _A.DELETE, _A.ALTER, _A.DESCRIBE, _A.DESCRIBE_CONFIGS,
+    _A.ALTER_CONFIGS,
+)
+CLUSTER_OPERATIONS = _bit_field(
+    _A.CREATE, _A.ALTER, _A.DESCRIBE, _A.CLUSTER_ACTION, _A.DESCRIBE_CONFIGS, _A.ALTER_CONFIGS,
+    _A.IDEMPOTENT_WRITE,
+)
+GROUP_OPERATIONS = _bit_field(
+    _A.READ, _A.DELETE, _A.DESCRIBE, _A.DESCRIBE_CONFIGS, _A.ALTER_CONFIGS
+)
 
 _DOMAIN_CODES: dict[type[StreamsError], ErrorCode] = {
     UnknownTopicError: ErrorCode.unknown_topic_or_partition,
@@ -387,6 +422,13 @@ class KafkaHandlers:
     def metadata(self, header: RequestHeader, req: Any) -> Response:
         build = ResponseBuilder(header)
         host, port = self.advertised()
+        # v8+ ask for authorized operations; with no authorizer every supported one is allowed.
+        topic_ops = NO_AUTHORIZED_OPERATIONS
+        if getattr(req, "include_topic_authorized_operations", False):
+            topic_ops = TOPIC_OPERATIONS
+        cluster_ops = NO_AUTHORIZED_OPERATIONS
+        if getattr(req, "include_cluster_authorized_operations", False):  # v8-v10 only
+            cluster_ops = CLUSTER_OPERATIONS
         if req.topics is None:
             wanted: list[Topic | tuple[str | None, uuid.UUID | None]] = list(self.topics)
         else:
@@ -406,7 +448,7 @@ class KafkaHandlers:
         topics = []
         for item in wanted:
             if isinstance(item, Topic):
-                topics.append(self._topic_metadata(build, item))
+                topics.append(self._topic_metadata(build, item, topic_ops))
                 continue
             name, topic_id, *code = item
             error = code[0] if code else ErrorCode.unknown_topic_or_partition
@@ -420,7 +462,10 @@ class KafkaHandlers:
                     topic_id=topic_id or uuid.UUID(int=0),
                     is_internal=False,
                     partitions=(),
-                    topic_authorized_operations=-2147483648,
+                    # Kafka leaves unknown topic ids at the default, unlike unknown names.
+                    topic_authorized_operations=(
+                        NO_AUTHORIZED_OPERATIONS if name is None else topic_ops
+                    ),
                 )
             )
         broker = build("MetadataResponseBroker", node_id=self.node_id, host=host, port=port)
@@ -430,10 +475,10 @@ class KafkaHandlers:
             cluster_id=self.cluster_id,
             controller_id=self.node_id,
             topics=tuple(topics),
-            cluster_authorized_operations=-2147483648,
+            cluster_authorized_operations=cluster_ops,
         )
 
-    def _topic_metadata(self, build: ResponseBuilder, topic: Topic) -> Any:
+    def _topic_metadata(self, build: ResponseBuilder, topic: Topic, operations: int) -> Any:
         node = (self.node_id,)
         partitions = tuple(
             build(
@@ -455,7 +500,7 @@ class KafkaHandlers:
             topic_id=topic.topic_id,
             is_internal=topic.is_internal,
             partitions=partitions,
-            topic_authorized_operations=-2147483648,
+            topic_authorized_operations=operations,
         )
 
     # -- admin -----------------------------------------------------------------------------
@@ -465,15 +510,18 @@ class KafkaHandlers:
         for req_topic in req.topics:
             error, message, topic = NO_ERROR, None, None
             try:
-                if req_topic.replication_factor not in (-1, 1) or len(req_topic.assignments) > 0:
+                if len(req_topic.assignments) > 0:
                     raise InvalidReplicationFactorError(
-                        "replication factor must be 1 (or -1 for the default) on a single broker"
-                        if req_topic.replication_factor not in (-1, 1)
-                        else "manual replica assignment is not supported on a single broker"
+                        "manual replica assignment is not supported on a single broker"
                     )
-                configs = {c.name: c.value for c in req_topic.configs if c.value is not None}
+                # Kafka's catalogue validates the configs (validate_only too): unknown names and
+                # bad values are INVALID_CONFIG and nothing is created.
                 topic = self.topics.create(
-                    req_topic.name, req_topic.num_partitions, configs, req.validate_only
+                    req_topic.name,
+                    req_topic.num_partitions,
+                    {c.name: c.value for c in req_topic.configs},
+                    req.validate_only,
+                    replication_factor=req_topic.replication_factor,
                 )
             except StreamsError as exc:
                 error, message = error_code_of(exc), str(exc)

@@ -22,10 +22,12 @@ from dari.storage import LogConfig, LogStore, PartitionLog
 from dari.streams.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
+    InvalidReplicationFactorError,
     InvalidTopicError,
     TopicExistsError,
     UnknownTopicError,
 )
+from dari.streams.topic_configs import check_topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +127,15 @@ class TopicManager:
         return [p for topic in self.topics.values() for p in topic.partitions]
 
     # -- changes ---------------------------------------------------------------------------
-    def validate_configs(self, configs: Mapping[str, str]) -> LogConfig:
+    def validate_configs(
+        self, configs: Mapping[str, str | None], current: Mapping[str, str] | None = None
+    ) -> tuple[dict[str, str], LogConfig]:
+        """(overrides as applied, their log config) if Kafka's catalogue accepts ``configs``,
+        else raise InvalidConfigError with Kafka's message. ``current`` are the topic's stored
+        overrides, which are not checked again."""
+        checked = check_topic_configs(configs, current)
         try:
-            return LogConfig.from_topic_configs(configs, self.defaults)
+            return checked, LogConfig.from_topic_configs(checked, self.defaults)
         except ValueError as exc:
             raise InvalidConfigError(str(exc)) from None
 
@@ -135,17 +143,24 @@ class TopicManager:
         self,
         name: str,
         partitions: int = -1,
-        configs: Mapping[str, str] | None = None,
+        configs: Mapping[str, str | None] | None = None,
         validate_only: bool = False,
+        replication_factor: int = -1,
     ) -> Topic:
+        """Checks come in Kafka's order: name, existence, configs, then partitions and
+        replication factor (1, or -1 for the default, on a single broker)."""
         check_topic_name(name)
         if name in self.topics:
             raise TopicExistsError(f"topic '{name}' already exists")
+        checked, log_config = self.validate_configs(configs or {})
         count = self.default_partitions if partitions == -1 else partitions
         if count < 1:
             raise InvalidPartitionsError("number of partitions must be larger than 0")
-        configs = {str(k): str(v) for k, v in (configs or {}).items()}
-        topic = Topic(name, uuid.uuid4(), configs, self.validate_configs(configs))
+        if replication_factor not in (-1, 1):
+            raise InvalidReplicationFactorError(
+                "replication factor must be 1 (or -1 for the default) on a single broker"
+            )
+        topic = Topic(name, uuid.uuid4(), checked, log_config)
         if validate_only:
             return topic
         self._save(topic, count)
@@ -175,8 +190,7 @@ class TopicManager:
         topic = self.topics.get(name)
         if topic is None:
             raise UnknownTopicError(f"topic '{name}' does not exist")
-        new_configs = {str(k): str(v) for k, v in configs.items()}
-        log_config = self.validate_configs(new_configs)
+        new_configs, log_config = self.validate_configs(configs, topic.configs)
         topic.configs = new_configs
         topic.log_config = log_config
         for partition in topic.partitions:
