@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dari.queues.permissions import PermissionsError, user_permissions
+
 DEFAULTS: dict[str, Any] = {
     "data.dir": "./dari-data",
     "kafka": "127.0.0.1:9092",
@@ -73,7 +75,9 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        # a user's permissions table stays whole: its keys are vhost names, which may hold dots
+        whole = key == "permissions" and prefix.startswith(USERS_PREFIX) and prefix != USERS_PREFIX
+        if isinstance(value, Mapping) and not whole:
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value
@@ -184,9 +188,15 @@ class Settings:
                 raise ConfigError(f"{key} must not be negative")
         parse_hostport(self.values["kafka"])
         parse_hostport(self.values["amqp"])
+        for name, attrs in self.users().items():
+            try:
+                user_permissions(attrs)
+            except PermissionsError as exc:
+                raise ConfigError(f"user {name!r}: {exc}") from None
 
     def users(self) -> dict[str, dict[str, Any]]:
-        """``[users.NAME]`` tables: ``{"alice": {"password": ..., "vhosts": [...]}}``."""
+        """``[users.NAME]`` tables: ``{"alice": {"password": ..., "vhosts": [...]}}``, plus a
+        ``permissions`` table (vhost -> configure/write/read patterns) when given."""
         out: dict[str, dict[str, Any]] = {}
         for key, value in self.values.items():
             if key.startswith(USERS_PREFIX):

@@ -87,6 +87,26 @@ def test_passive_declare_of_unknown_queue_or_exchange_is_not_found(
         conn.close()
 
 
+def test_unbinding_what_does_not_exist_succeeds(amqp_url: str, name: str) -> None:
+    """RabbitMQ answers unbind-ok for a missing queue, exchange or binding: unbinding is
+    idempotent, and the channel stays open."""
+    conn = connect(amqp_url)
+    try:
+        ch = conn.channel()
+        ch.exchange_declare(name, "direct", auto_delete=True)
+        ch.queue_declare(name, auto_delete=True)
+        ch.queue_unbind(f"{name}-missing", name, "k")
+        ch.queue_unbind(name, f"{name}-missing", "k")
+        ch.queue_unbind(name, name, "never-bound")
+        ch.exchange_unbind(f"{name}-missing", name, "k")
+        ch.exchange_unbind(name, f"{name}-missing", "k")
+        assert ch.is_open
+        ch.queue_delete(name)
+        ch.exchange_delete(name)
+    finally:
+        conn.close()
+
+
 def test_exclusive_queue_is_locked_to_its_connection(amqp_url: str, name: str) -> None:
     owner = connect(amqp_url)
     other = connect(amqp_url)

@@ -31,7 +31,18 @@ from dari.protocol.amqp import (
 )
 from dari.queues.consumers import Credit, Delivery, PrefetchConsumer
 from dari.queues.errors import NotFound, PreconditionFailed, QueuesError, resource
+from dari.queues.exchanges import exchange_type
+from dari.queues.permissions import (
+    CONFIGURE,
+    NO_ACCESS,
+    READ,
+    WRITE,
+    Permissions,
+    check_name,
+    refusal,
+)
 from dari.queues.queue import Queue, requeue
+from dari.queues.sender_selected import may_route_by_headers, routing_headers
 
 if TYPE_CHECKING:
     from dari.server.amqp import AMQPServerConnection
@@ -40,6 +51,7 @@ _PUBLISH, _ACK, _REJECT, _NACK = (60, 40), (60, 80), (60, 90), (60, 120)
 # Publishers mostly repeat the same property bytes: parse each distinct value once.
 _PROPERTIES_CACHE: dict[bytes, tuple[int, int | None, str | None]] = {}
 _PROPERTIES_CACHE_SIZE = 4096
+_WRITABLE_CACHE_SIZE = 1024  # exchanges a channel remembers it may publish to
 
 
 class _LazyHeaders(dict):  # type: ignore[type-arg]
@@ -121,6 +133,8 @@ class Channel:
         self._dirty_queues: dict[int, Queue] = {}
         self.closed = False
         self._vhost: Any = None
+        self._perms: Permissions | None = None  # the user's patterns in this vhost, looked up once
+        self._writable: set[str] = set()  # exchanges already checked for write on this channel
         self._handlers: dict[type, Callable[[Any], None]] = {
             Ack: self._basic_ack,
             Nack: self._basic_nack,
@@ -195,8 +209,95 @@ class Channel:
         except QueuesError as exc:
             raise self._domain_error(exc, _where(method)) from None
 
+    # -- access control --------------------------------------------------------------------
+    def _restricted(self) -> Permissions | None:
+        """The user's patterns in this vhost, or None when all three are ``.*`` (no checks)."""
+        perms = self._perms
+        if perms is None:
+            user = self.broker.users.get(self.connection.user or "")
+            perms = self._perms = user.permissions_in(self.vhost_name) if user else NO_ACCESS
+        return None if perms.unrestricted else perms
+
+    def _permit(self, permission: str, kind: str, name: str) -> None:
+        """RabbitMQ's check_resource_access: 403 ACCESS_REFUSED unless the pattern matches."""
+        perms = self._restricted()
+        if perms is None or perms.allows(permission, check_name(kind, name)):
+            return
+        raise refusal(permission, kind, name, self.vhost_name, self.connection.user or "")
+
+    def _permit_queue(self, permission: str, name: str) -> None:
+        """A check on a named queue (dari has no ``""`` shortcut for the last declared one:
+        that name gets the 404 it would otherwise get)."""
+        if name:
+            self._permit(permission, "queue", name)
+
+    def _permit_passive(self, kind: str, name: str) -> None:
+        """Passive declares need any permission (RabbitMQ >= 4.2.7); refused as configure."""
+        perms = self._restricted()
+        if perms is not None and not perms.allows_any(check_name(kind, name)):
+            raise refusal(CONFIGURE, kind, name, self.vhost_name, self.connection.user or "")
+
+    def _permit_write(self, exchange: str) -> None:
+        """The first publish to ``exchange`` on this channel: write permission, then cached."""
+        try:
+            self._permit(WRITE, "exchange", exchange)
+        except QueuesError as exc:
+            raise self._domain_error(exc, _PUBLISH) from None
+        if len(self._writable) >= _WRITABLE_CACHE_SIZE:
+            self._writable.clear()
+        self._writable.add(exchange)
+
+    def _permit_exchange_declare(self, method: Any) -> None:
+        """In RabbitMQ's order: type (406), default exchange (403, left to the vhost),
+        configure, then for a new exchange with an alternate exchange: read here, write there."""
+        name = method.exchange
+        if self._restricted() is None or not name:
+            return
+        if method.passive:
+            self._permit_passive("exchange", name)
+            return
+        exchange_type(method.exchange_type)
+        self._permit(CONFIGURE, "exchange", name)
+        ae = (method.arguments or {}).get("alternate-exchange")
+        new = self.vhost.get_exchange(name) is None and not name.startswith("amq.")
+        if new and isinstance(ae, str):
+            self._permit(READ, "exchange", name)
+            self._permit(WRITE, "exchange", ae)
+
+    def _permit_queue_declare(self, method: Any) -> None:
+        """Configure on the queue (a server-named one is checked under a fresh ``amq.gen-``
+        name: the name it gets is as random); for a new queue with a dead-letter exchange,
+        read on the queue and write on that exchange. A reserved ``amq.`` name is refused first.
+        """
+        if self._restricted() is None:
+            return
+        name = method.queue
+        if method.passive:
+            self._permit_passive("queue", name)
+            return
+        if name.startswith("amq."):
+            return
+        name = name or "amq.gen-" + secrets.token_urlsafe(16)
+        self._permit(CONFIGURE, "queue", name)
+        dlx = (method.arguments or {}).get("x-dead-letter-exchange")
+        if isinstance(dlx, str) and self.broker.vhosts[self.vhost_name].queues.get(name) is None:
+            self._permit(READ, "queue", name)
+            self._permit(WRITE, "exchange", dlx)
+
+    def _permit_binding(self, kind: str, destination: str, source: str) -> None:
+        """Write on the destination, then read on the source exchange; a binding to or from
+        the default exchange is refused in between (by the vhost)."""
+        if kind == "queue":
+            self._permit_queue(WRITE, destination)
+        else:
+            self._permit(WRITE, "exchange", destination)
+        if source and (destination or kind == "queue"):
+            self._permit(READ, "exchange", source)
+
     # -- publish ---------------------------------------------------------------------------
     def on_publish(self, publish: Publish, header: ContentHeader, body: bytes | memoryview) -> None:
+        if publish.exchange not in self._writable:
+            self._permit_write(publish.exchange)
         self.connection.published = True  # blocks the connection while a resource alarm is on
         if self.tx:
             self._tx_publishes.append((publish, header, bytes(body)))
@@ -213,8 +314,16 @@ class Channel:
                 channel=self.number, connection_level=True,
             )
         exchange, routing_key = publish.exchange, publish.routing_key
+        properties = header.raw_properties
         headers = _LazyHeaders(header) if header.flags & 0x2000 else None
-        queues = (self._vhost or self._bind_vhost()).route(exchange, routing_key, headers)
+        vhost = self._vhost or self._bind_vhost()
+        queues = vhost.route(exchange, routing_key, headers)
+        if headers is not None and may_route_by_headers(properties):
+            extra_keys, without_bcc = routing_headers(header)
+            for key in extra_keys:
+                queues += [q for q in vhost.route(exchange, key, headers) if q not in queues]
+            if without_bcc is not None:
+                properties = without_bcc
         seq = 0
         if self.confirm:
             self.publish_seq += 1
@@ -229,7 +338,6 @@ class Channel:
                     )
                 )
             return
-        properties = header.raw_properties
         parsed = _PROPERTIES_CACHE.get(properties)
         if parsed is None:
             try:
@@ -427,6 +535,7 @@ class Channel:
             self._dirty_queues[id(queue)] = queue
 
     def _basic_consume(self, method: Any) -> None:
+        self._permit_queue(READ, method.queue)
         queue = self.broker.get_queue(self.vhost_name, method.queue)
         queue.check_exclusive(self.connection)
         tag = method.consumer_tag or "amq.ctag-" + secrets.token_urlsafe(16)
@@ -480,6 +589,7 @@ class Channel:
             self._send(commands.Basic.CancelOk(method.consumer_tag))
 
     def _basic_get(self, method: Any) -> None:
+        self._permit_queue(READ, method.queue)
         queue = self.broker.get_queue(self.vhost_name, method.queue)
         queue.check_exclusive(self.connection)
         if not method.no_ack and not self.channel_credit.available():
@@ -562,6 +672,7 @@ class Channel:
             self.broker.save(self.vhost_name)
 
     def _exchange_declare(self, method: Any) -> None:
+        self._permit_exchange_declare(method)
         exchange, created = self.vhost.declare_exchange(
             method.exchange,
             method.exchange_type,
@@ -577,6 +688,8 @@ class Channel:
             self._send(commands.Exchange.DeclareOk())
 
     def _exchange_delete(self, method: Any) -> None:
+        if method.exchange and not method.exchange.startswith("amq."):  # else: vhost refuses
+            self._permit(CONFIGURE, "exchange", method.exchange)
         existing = self.vhost.get_exchange(method.exchange)
         self.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
         self._save_if(existing is not None and existing.durable)
@@ -584,6 +697,7 @@ class Channel:
             self._send(commands.Exchange.DeleteOk())
 
     def _exchange_bind(self, method: Any) -> None:
+        self._permit_binding("exchange", method.destination, method.source)
         self.vhost.bind_exchange(
             method.destination, method.source, method.routing_key, method.arguments or {}
         )
@@ -592,6 +706,7 @@ class Channel:
             self._send(commands.Exchange.BindOk())
 
     def _exchange_unbind(self, method: Any) -> None:
+        self._permit_binding("exchange", method.destination, method.source)
         self.vhost.unbind_exchange(
             method.destination, method.source, method.routing_key, method.arguments or {}
         )
@@ -601,6 +716,7 @@ class Channel:
 
     # -- queues ----------------------------------------------------------------------------
     def _queue_declare(self, method: Any) -> None:
+        self._permit_queue_declare(method)
         queue = self.broker.declare_queue(
             self.vhost_name,
             method.queue,
@@ -622,6 +738,7 @@ class Channel:
         return queue
 
     def _queue_bind(self, method: Any) -> None:
+        self._permit_binding("queue", method.queue, method.exchange)
         if self.vhost.get_exchange(method.exchange) is None:
             missing = NotFound(f"no {resource('exchange', method.exchange, self.vhost_name)}")
             raise self._domain_error(missing, (50, 20))
@@ -633,19 +750,26 @@ class Channel:
             self._send(commands.Queue.BindOk())
 
     def _queue_unbind(self, method: Any) -> None:
-        queue = self._bindable_queue(method.queue)
+        self._permit_binding("queue", method.queue, method.exchange)
+        try:
+            queue = self._bindable_queue(method.queue)
+        except NotFound:  # nothing to unbind: RabbitMQ answers unbind-ok
+            self._send(commands.Queue.UnbindOk())
+            return
         self.vhost.unbind_queue(queue.name, method.exchange, method.routing_key,
                                 method.arguments or {})
         self._save_if(queue.durable)
         self._send(commands.Queue.UnbindOk())
 
     def _queue_purge(self, method: Any) -> None:
+        self._permit_queue(READ, method.queue)
         queue = self._bindable_queue(method.queue)
         count = queue.purge()
         if not method.nowait:
             self._send(commands.Queue.PurgeOk(count))
 
     def _queue_delete(self, method: Any) -> None:
+        self._permit_queue(CONFIGURE, method.queue)
         try:
             queue = self.broker.get_queue(self.vhost_name, method.queue)
         except QueuesError:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dari.config import ConfigError, Settings, parse_hostport
+from dari.queues.permissions import user_permissions
 from dari.server.alarms import Limits, ResourceMonitor
 from dari.server.amqp import AMQPServerConnection
 from dari.server.amqp_broker import AMQPBroker, User
@@ -163,11 +164,13 @@ class Broker:
             )
         }
         for name, attrs in settings.users().items():
+            permissions = user_permissions(attrs)  # validated by Settings.load
             users[name] = User(
                 name,
                 str(attrs.get("password", "")),
                 name in settings["amqp.loopback.users"].split(","),
-                tuple(attrs.get("vhosts", ["/"])),
+                tuple(permissions),
+                permissions,
             )
         vhosts = tuple(v.strip() for v in settings["amqp.vhosts"].split(",") if v.strip())
         queue_config = replace(broker_log_config(settings), segment_bytes=64 << 20)
