@@ -315,17 +315,18 @@ def test_max_length_bytes_drop_head() -> None:
     ("arguments", "text"),
     [
         ({"x-message-ttl": -1}, "{value_negative,-1}"),
-        ({"x-max-length": "10"}, "unacceptable_type"),
+        ({"x-max-length": "10"}, '"expected integer, got longstr"'),
         ({"x-overflow": "explode"}, "invalid_overflow"),
         ({"x-expires": 0}, "{value_zero,0}"),
-        ({"x-dead-letter-routing-key": "k"}, "missing_dead_letter_exchange"),
-        ({"x-max-priority": 300}, "value_too_large"),
+        ({"x-dead-letter-routing-key": "k"}, "routing_key_but_no_dlx_defined"),
+        ({"x-max-priority": 300}, "{max_value_exceeded,300}"),
     ],
 )
 def test_invalid_arguments_are_precondition_failed(arguments: dict, text: str) -> None:
-    with pytest.raises(PreconditionFailed, match=text) as info:
+    with pytest.raises(PreconditionFailed) as info:
         Queue("q", arguments=arguments)
-    assert "for queue 'q' in vhost '/'" in info.value.reply_text
+    assert info.value.reply_text.startswith("invalid arg '")
+    assert info.value.reply_text.endswith(f"for queue 'q' in vhost '/': {text}")
 
 
 def test_arguments_are_parsed_and_kept() -> None:

@@ -36,8 +36,13 @@ from dari.queues.consumers import Consumer, Delivery
 from dari.queues.errors import AccessRefused, PreconditionFailed, ResourceLocked, resource
 from dari.queues.priority import PriorityReady
 from dari.queues.queue_store import QueueStore
+from dari.queues.values import type_name
 
 OVERFLOW_POLICIES = ("drop-head", "reject-publish", "reject-publish-dlx")
+# Accepted for compatibility; every queue here is a classic queue (quorum and stream
+# declarations get one, as a single-node broker can offer nothing more).
+QUEUE_TYPES = ("classic", "quorum", "stream")
+QUEUE_MODES = ("default", "lazy")
 # reasons given to the dead-letter callback (RabbitMQ's x-death "reason")
 EXPIRED, MAXLEN, REJECTED = "expired", "maxlen", "rejected"
 
@@ -81,67 +86,79 @@ class QueueArguments:
     def parse(
         cls, arguments: Mapping[str, Any] | None, queue: str = "", vhost: str = "/"
     ) -> QueueArguments:
-        """Validate ``arguments``; a bad value raises PreconditionFailed (406) worded like
-        RabbitMQ's ``invalid arg 'x-…' for queue 'q' in vhost '/': {reason,value}``."""
-        args = dict(arguments or {})
+        """Validate ``arguments`` in RabbitMQ's order (``rabbit_amqqueue:declare_args``); a bad
+        value raises PreconditionFailed (406) worded as RabbitMQ words it, e.g. ``invalid arg
+        'x-max-length' for queue 'q' in vhost '/': {value_negative,-1}``."""
+        table = arguments or {}
         where = resource("queue", queue, vhost)
 
-        def bad(key: str, reason: str, value: Any) -> PreconditionFailed:
-            return PreconditionFailed(f"invalid arg '{key}' for {where}: {{{reason},{value!r}}}")
+        def bad(key: str, reason: str) -> PreconditionFailed:
+            return PreconditionFailed(f"invalid arg '{key}' for {where}: {reason}")
 
-        def integer(key: str, minimum: int) -> int | None:
-            value = args.get(key)
+        def integer(key: str, minimum: int, maximum: int | None = None) -> int | None:
+            value = table.get(key)
             if value is None:
                 return None
             if isinstance(value, bool) or not isinstance(value, int):
-                return _raise(bad(key, "unacceptable_type", type(value).__name__))
+                raise bad(key, f'"expected integer, got {type_name(table, key)}"')
             if value < minimum:
-                reason = "value_zero" if value == 0 else "value_negative"
-                return _raise(bad(key, reason, value))
+                raise bad(key, f"{{{'value_zero' if value == 0 else 'value_negative'},{value}}}")
+            if maximum is not None and value > maximum:
+                raise bad(key, f"{{max_value_exceeded,{value}}}")
             return value
 
         def text(key: str) -> str | None:
-            value = args.get(key)
+            value = table.get(key)
             if value is None:
                 return None
             if isinstance(value, bytes):
                 return value.decode("utf-8", "surrogateescape")
             if not isinstance(value, str):
-                return _raise(bad(key, "unacceptable_type", type(value).__name__))
+                raise bad(key, f"{{unacceptable_type,{type_name(table, key)}}}")
             return value
 
+        expires = integer("x-expires", 1)
+        message_ttl = integer("x-message-ttl", 0)
+        dlx = table.get("x-dead-letter-exchange")
+        if dlx is not None and not isinstance(dlx, str | bytes):
+            raise PreconditionFailed(
+                f"invalid type '{type_name(table, 'x-dead-letter-exchange')}' for arg "
+                f"'x-dead-letter-exchange' in {where}"
+            )
+        dlx = text("x-dead-letter-exchange")
+        dlrk = text("x-dead-letter-routing-key")
+        if dlrk is not None and dlx is None:
+            raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+        max_length = integer("x-max-length", 0)
+        max_length_bytes = integer("x-max-length-bytes", 0)
+        max_priority = integer("x-max-priority", 0, 255)
         overflow = text("x-overflow") or "drop-head"
         if overflow not in OVERFLOW_POLICIES:
-            raise bad("x-overflow", "invalid_overflow", overflow)
-        dlrk = text("x-dead-letter-routing-key")
-        dlx = text("x-dead-letter-exchange")
-        if dlrk is not None and dlx is None:
-            raise PreconditionFailed(
-                f"invalid arg 'x-dead-letter-routing-key' for {where}: "
-                "{missing_dead_letter_exchange}"
-            )
-        sac = args.get("x-single-active-consumer", False)
+            raise bad("x-overflow", "invalid_overflow")
+        mode = text("x-queue-mode")
+        if mode is not None and mode not in QUEUE_MODES:
+            raise bad("x-queue-mode", f"\"unsupported queue mode '{mode}'\"")
+        sac = table.get("x-single-active-consumer", False)
         if not isinstance(sac, bool):
-            raise bad("x-single-active-consumer", "unacceptable_type", type(sac).__name__)
-        max_priority = integer("x-max-priority", 0)
-        if max_priority is not None and max_priority > 255:
-            raise bad("x-max-priority", "value_too_large", max_priority)
+            raise bad(
+                "x-single-active-consumer",
+                f"{{unacceptable_type,{type_name(table, 'x-single-active-consumer')}}}",
+            )
+        queue_type = text("x-queue-type") or "classic"
+        if queue_type not in QUEUE_TYPES:
+            raise bad("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
         return cls(
-            message_ttl=integer("x-message-ttl", 0),
-            max_length=integer("x-max-length", 0),
-            max_length_bytes=integer("x-max-length-bytes", 0),
+            message_ttl=message_ttl,
+            max_length=max_length,
+            max_length_bytes=max_length_bytes,
             overflow=overflow,
             dead_letter_exchange=dlx,
             dead_letter_routing_key=dlrk,
-            expires=integer("x-expires", 1),
+            expires=expires,
             max_priority=max_priority,
             single_active_consumer=sac,
-            queue_type=text("x-queue-type") or "classic",
+            queue_type=queue_type,
         )
-
-
-def _raise(error: Exception) -> Any:
-    raise error
 
 
 class _Group:
@@ -176,7 +193,10 @@ class Queue:
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
-        self.arguments: dict[str, Any] = dict(arguments or {})
+        # A decoded field table is kept as is: it remembers wire types for error texts.
+        self.arguments: Mapping[str, Any] = (
+            arguments if hasattr(arguments, "typed") else dict(arguments or {})
+        )
         self.vhost = vhost
         self.args = QueueArguments.parse(self.arguments, name, vhost)
         self._limited = self.args.max_length is not None or self.args.max_length_bytes is not None

@@ -12,14 +12,9 @@ import dataclasses
 
 from dari.protocol.amqp.fastpath import ContentHeader, encode_properties
 from dari.queues.errors import PreconditionFailed
+from dari.queues.values import FIELD_TYPES
 
 ROUTING_HEADERS = ("CC", "BCC")
-_TYPE_NAMES = {
-    "t": "bool", "b": "byte", "B": "unsignedbyte", "s": "short", "u": "unsignedshort",
-    "I": "signedint", "i": "unsignedint", "l": "long", "L": "long", "f": "float",
-    "d": "double", "D": "decimal", "S": "longstr", "x": "binary", "T": "timestamp",
-    "F": "table", "V": "void",
-}
 
 
 def may_route_by_headers(properties: bytes) -> bool:
@@ -41,7 +36,7 @@ def routing_headers(header: ContentHeader) -> tuple[list[str], bytes | None]:
         if field is None:
             continue
         if field.tag != "A":
-            type_name = _TYPE_NAMES.get(field.tag, field.tag)
+            type_name = FIELD_TYPES.get(field.tag, field.tag)
             raise PreconditionFailed(
                 f'invalid message: {{unacceptable_type_in_header,"{name}",{type_name}}}'
             )

@@ -31,7 +31,7 @@ from dari.queues.errors import (
 )
 from dari.queues.exchanges import ExchangeType, exchange_type
 from dari.queues.exchanges.base import Headers
-from dari.queues.values import amqp_type
+from dari.queues.values import amqp_type, type_name
 
 DEFAULT_EXCHANGE = ""
 ALTERNATE_EXCHANGE = "alternate-exchange"
@@ -179,7 +179,8 @@ class VirtualHost:
         ae = args.get(ALTERNATE_EXCHANGE)
         if ae is not None and not isinstance(ae, str | bytes):
             raise PreconditionFailed(
-                f"invalid type '{amqp_type(ae)}' for arg '{ALTERNATE_EXCHANGE}' "
+                f"invalid type '{type_name(arguments or {}, ALTERNATE_EXCHANGE)}' for arg "
+                f"'{ALTERNATE_EXCHANGE}' "
                 f"in {self._rs_exchange(name)}"
             )
         x = Exchange(name, type, durable, auto_delete, internal, args)

@@ -26,6 +26,7 @@ from dari.queues.errors import AccessRefused, NotFound, PreconditionFailed, reso
 from dari.queues.permissions import FULL, NO_ACCESS, Permissions
 from dari.queues.queue import Queue
 from dari.queues.queue_store import QueueStore
+from dari.queues.values import type_name
 from dari.queues.vhost import VirtualHost, decode_table, encode_table
 from dari.storage import FlushScheduler, LogConfig
 
@@ -69,6 +70,13 @@ class VHostState:
 
     vhost: VirtualHost
     queues: dict[str, Queue] = field(default_factory=dict)
+
+
+def _typed_value(table: Mapping[str, Any], key: str) -> str:
+    """RabbitMQ's rendering of a table entry in an inequivalence error."""
+    value = table[key]
+    shown = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return f"the value '{shown}' of type '{type_name(table, key)}'"
 
 
 def _bool(value: bool) -> str:
@@ -282,10 +290,11 @@ class AMQPBroker:
             new, old = arguments.get(key), queue.arguments.get(key)
             if new != old or type(new) is not type(old):
                 if new is None or old is None:
+                    received = "none" if new is None else _typed_value(arguments, key)
+                    current = "none" if old is None else _typed_value(queue.arguments, key)
                     raise PreconditionFailed(
-                        f"inequivalent arg '{key}' for {where}: received "
-                        f"{'none' if new is None else repr(new)} but current is "
-                        f"{'none' if old is None else repr(old)}"
+                        f"inequivalent arg '{key}' for {where}: received {received} but "
+                        f"current is {current}"
                     )
                 raise refuse(key, str(new), str(old))
 
