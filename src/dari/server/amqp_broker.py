@@ -232,9 +232,11 @@ class AMQPBroker:
     ) -> Queue:
         """queue.declare from ``connection`` (``exclusive_owner`` is it when exclusive)."""
         state = self.vhosts[vhost_name]
-        generated = not name
+        generated = not name and not passive
         if generated:
             name = "amq.gen-" + secrets.token_urlsafe(16)
+        elif name.startswith("amq.") and not passive:  # even when it exists, as RabbitMQ
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         existing = state.queues.get(name)
         if existing is not None:
             existing.check_exclusive(connection)
@@ -251,8 +253,6 @@ class AMQPBroker:
             return existing
         if passive:
             raise NotFound(f"no {resource('queue', name, vhost_name)}")
-        if name.startswith("amq.") and not generated:
-            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         queue = self._make_queue(
             state,
             name,

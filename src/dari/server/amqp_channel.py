@@ -100,6 +100,13 @@ class _LazyHeaders(dict):  # type: ignore[type-arg]
         return super().keys()
 
 
+# Methods where an empty queue name means the channel's last declared queue.
+_QUEUE_NAME_SHORTCUT = frozenset({
+    commands.Queue.Bind, commands.Queue.Unbind, commands.Queue.Purge, commands.Queue.Delete,
+    commands.Basic.Consume, commands.Basic.Get,
+})
+
+
 def _where(method: Any) -> tuple[int, int]:
     index = getattr(method, "index", 0)
     return index >> 16, index & 0xFFFF
@@ -133,6 +140,7 @@ class Channel:
         self._dirty_queues: dict[int, Queue] = {}
         self.closed = False
         self._vhost: Any = None
+        self._last_queue = ""  # the queue last declared here, for the empty-name shortcut
         self._perms: Permissions | None = None  # the user's patterns in this vhost, looked up once
         self._writable: set[str] = set()  # exchanges already checked for write on this channel
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -205,6 +213,8 @@ class Channel:
                 _where(method),
             )
         try:
+            if type(method) in _QUEUE_NAME_SHORTCUT and not method.queue:
+                self._expand_queue_name(method)
             handler(method)
         except QueuesError as exc:
             raise self._domain_error(exc, _where(method)) from None
@@ -293,6 +303,15 @@ class Channel:
             self._permit(WRITE, "exchange", destination)
         if source and (destination or kind == "queue"):
             self._permit(READ, "exchange", source)
+
+    def _expand_queue_name(self, method: Any) -> None:
+        """The spec's shortcut: an empty queue name is the queue last declared on this channel,
+        and a queue.bind/unbind with an empty routing key too binds by that queue's name."""
+        if not self._last_queue:
+            raise NotFound("no previously declared queue")
+        method.queue = self._last_queue
+        if isinstance(method, commands.Queue.Bind | commands.Queue.Unbind):
+            method.routing_key = method.routing_key or self._last_queue
 
     # -- publish ---------------------------------------------------------------------------
     def on_publish(self, publish: Publish, header: ContentHeader, body: bytes | memoryview) -> None:
@@ -727,6 +746,7 @@ class Channel:
             arguments=method.arguments or {},
             connection=self.connection,
         )
+        self._last_queue = queue.name
         if not method.nowait:
             self._send(
                 commands.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
