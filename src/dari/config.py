@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "amqp.loopback.users": "guest",
     # resource alarms (RabbitMQ's vm_memory_high_watermark and disk_free_limit): while one is
     # active, AMQP connections that publish are blocked; re-read on SIGHUP
+    # ready message bytes a durable queue holds in memory; beyond, messages stay in its log
+    # on disk and are read back in order as consumers reach them (0: everything in memory)
+    "amqp.queue.memory.bytes": 16 << 20,
     "amqp.memory.high.watermark": 0.6,
     "amqp.memory.high.watermark.bytes": 0,
     "disk.free.limit": 50_000_000,
@@ -183,7 +186,9 @@ class Settings:
             raise ConfigError("num.partitions must be at least 1")
         if not 0.0 <= self.values["amqp.memory.high.watermark"] <= 1.0:
             raise ConfigError("amqp.memory.high.watermark must be a fraction from 0 to 1")
-        for key in ("amqp.memory.high.watermark.bytes", "disk.free.limit"):
+        for key in (
+            "amqp.memory.high.watermark.bytes", "disk.free.limit", "amqp.queue.memory.bytes",
+        ):
             if self.values[key] < 0:
                 raise ConfigError(f"{key} must not be negative")
         parse_hostport(self.values["kafka"])

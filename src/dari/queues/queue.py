@@ -188,6 +188,7 @@ class Queue:
         clock: Callable[[], float] = time.time,
         dead_letter: DeadLetter | None = None,
         on_delete: Callable[[Queue], None] | None = None,
+        memory_bytes: int = 0,
     ) -> None:
         self.name = name
         self.durable = durable
@@ -207,7 +208,15 @@ class Queue:
         self._ready: deque[_Entry] | PriorityReady = (
             PriorityReady(self.args.max_priority) if self.args.max_priority else deque()
         )
-        self._ready_bytes = 0
+        self._ready_bytes = 0  # bodies of the ready messages held in memory
+        # Paging (durable queues without length limits or priorities): beyond memory_bytes of
+        # ready bodies, new messages live only in the log from offset _paged_from on (-1: not
+        # paging) and are read back in order as the in-memory head drains.
+        pageable = store is not None and not self._limited and not self.args.max_priority
+        self._memory_bytes = memory_bytes if pageable else 0
+        self._paged_from = -1
+        self._paged_count = 0
+        self._paged_bytes = 0
         self._unacked: dict[int, Delivery] = {}
         self._groups: list[_Group] = []
         self._arrivals: list[Consumer] = []  # in registration order (single active consumer)
@@ -234,11 +243,16 @@ class Queue:
         first so expired messages are not counted."""
         if self._ready and self._ready[0][3] is not None:
             self.expire()
-        return len(self._ready)
+        return len(self._ready) + self._paged_count
 
     @property
     def ready_bytes(self) -> int:
-        return self._ready_bytes
+        return self._ready_bytes + self._paged_bytes
+
+    @property
+    def paged_count(self) -> int:
+        """Ready messages that are only in the log, not in memory."""
+        return self._paged_count
 
     @property
     def unacked_count(self) -> int:
@@ -293,6 +307,13 @@ class Queue:
                 self._dead_letter(message, MAXLEN)
             return _REFUSED
         now = int(self._clock() * 1000)
+        if self._memory_bytes and (
+            self._paged_from >= 0 or self._ready_bytes + len(message.body) > self._memory_bytes
+        ):
+            result = self._page_out(message, now)
+            if dispatch and self._consumer_count:
+                self.dispatch()
+            return result
         offset = -1
         if message.delivery_mode == 2 and self.store is not None:
             offset = self.store.append(message, now)
@@ -313,6 +334,42 @@ class Queue:
         if ttl is not None:
             self.expire(now)
         return _ACCEPTED if offset < 0 else PublishResult(True, offset)
+
+    def _page_out(self, message: Message, now: int) -> PublishResult:
+        """Append ``message`` to the log only (transient ones too: recovery drops those)."""
+        assert self.store is not None
+        offset = self.store.append(message, now)
+        if self._paged_from < 0:
+            self._paged_from = offset
+        self._paged_count += 1
+        self._paged_bytes += len(message.body)
+        return PublishResult(True, offset) if message.delivery_mode == 2 else _ACCEPTED
+
+    def _page_in(self) -> None:
+        """Read paged-out messages back into memory, in log order, up to the memory budget;
+        called when the in-memory head runs below half of it."""
+        store = self.store
+        if self._paged_from < 0 or store is None or self._ready_bytes > self._memory_bytes // 2:
+            return
+        room = self._memory_bytes - self._ready_bytes
+        ready = self._ready
+        ttl = self.args.message_ttl
+        next_deliver = store.next_deliver
+        for timestamp, message in store.iter_unacked(self._paged_from):
+            size = len(message.body)
+            if size > room and self._ready_bytes:
+                break  # (one message is always taken, however large)
+            expires = _expiry(message, timestamp, ttl)
+            redelivered = message.offset < next_deliver
+            ready.append((self._next_position, message, timestamp, expires, redelivered))
+            self._next_position += 1
+            self._paged_from = message.offset + 1
+            self._paged_count -= 1
+            self._paged_bytes -= size
+            self._ready_bytes += size
+            room -= size
+        else:  # the whole paged-out tail is back in memory
+            self._paged_from, self._paged_count, self._paged_bytes = -1, 0, 0
 
     def _over_limit_with(self, message: Message) -> bool:
         args = self.args
@@ -427,6 +484,8 @@ class Queue:
     def dispatch(self) -> int:
         """Deliver ready messages to consumers while any has credit; returns how many."""
         ready = self._ready
+        if self._paged_from >= 0:
+            self._page_in()
         if not ready or not self._consumer_count or self._dispatching:
             return 0
         self._dispatching = True  # a delivery callback may ack, requeue or cancel
@@ -469,6 +528,8 @@ class Queue:
                 if batch:
                     consumer.deliver_many(batch)
                     delivered += len(batch)
+                if self._paged_from >= 0:
+                    self._page_in()
             return delivered
         finally:
             self._dispatching = False
@@ -479,6 +540,8 @@ class Queue:
         """basic.get: the head message, or None when the queue is empty (get-empty)."""
         self.touch()
         ready = self._ready
+        if self._paged_from >= 0:
+            self._page_in()
         if ready and ready[0][3] is not None:
             self.expire()
         if not ready:
@@ -577,6 +640,8 @@ class Queue:
             self._ready_bytes -= len(entry[1].body)
             self._discard(entry[1], EXPIRED)
             dropped += 1
+            if not ready and self._paged_from >= 0:
+                self._page_in()
         return dropped
 
     def next_expiry_ms(self) -> int | None:
@@ -586,13 +651,16 @@ class Queue:
     def purge(self) -> int:
         """queue.purge: drop every ready message (not the unacknowledged ones)."""
         ready = self._ready
-        count = len(ready)
+        count = len(ready) + self._paged_count
         if self.store is not None:
             offsets = [e[1].offset for e in ready if e[1].offset >= 0]
             if offsets:
                 self.store.ack_many(offsets)
+            if self._paged_from >= 0:
+                self.store.ack_range(self._paged_from, self.store.next_offset)
         ready.clear()
         self._ready_bytes = 0
+        self._paged_from, self._paged_count, self._paged_bytes = -1, 0, 0
         return count
 
     def delete(self) -> int:
@@ -600,7 +668,8 @@ class Queue:
         durable store's files are removed. ``on_delete`` is called only for auto-delete."""
         if self.deleted:
             return 0
-        count = len(self._ready)
+        count = len(self._ready) + self._paged_count
+        self._paged_from, self._paged_count, self._paged_bytes = -1, 0, 0
         self.deleted = True
         consumers = self.consumers
         self._groups = []
@@ -620,10 +689,10 @@ class Queue:
         knows exactly which recovered messages had been delivered)."""
         if self.store is None or self.deleted:
             return
-        next_deliver = self.store.next_offset
+        next_deliver = self.store.next_offset if self._paged_from < 0 else self._paged_from
         for _position, message, _enq, _exp, redelivered in self._ready:
             if message.offset >= 0 and not redelivered:
-                next_deliver = message.offset
+                next_deliver = min(next_deliver, message.offset)
                 break
         self.store.close(next_deliver)
 
@@ -642,29 +711,51 @@ class Queue:
             self.dead_letter(self, message, reason)
 
     def _recover(self, store: QueueStore) -> None:
+        """The unacknowledged persistent messages, in log order: in memory up to the memory
+        budget, the rest left paged out in the log. Transient messages written while paging
+        are dropped (acknowledged), as RabbitMQ drops transient messages on restart."""
         ttl = self.args.message_ttl
         next_deliver = store.next_deliver
         ready = self._ready
-        size = 0
+        budget = self._memory_bytes
+        transient: list[int] = []
         for timestamp, message in store.iter_unacked():
-            limit = ttl
-            if message.expiration is not None:
-                per_message = message.ttl_ms()
-                if per_message is not None and (limit is None or per_message < limit):
-                    limit = per_message
-            expires = None if limit is None else timestamp + limit
+            if message.delivery_mode != 2:
+                transient.append(message.offset)
+                continue
+            size = len(message.body)
+            if budget and (self._paged_from >= 0 or self._ready_bytes + size > budget):
+                if self._paged_from < 0:
+                    self._paged_from = message.offset
+                self._paged_count += 1
+                self._paged_bytes += size
+                continue
+            expires = _expiry(message, timestamp, ttl)
             position = self._next_position
             self._next_position += 1
             ready.append((position, message, timestamp, expires, message.offset < next_deliver))
-            size += len(message.body)
-        self._ready_bytes = size
-        self.recovered = len(ready)
+            self._ready_bytes += size
+        if transient:
+            store.ack_many(transient)
+            store.flush_pending()
+        self.recovered = len(ready) + self._paged_count
 
     def __repr__(self) -> str:
         return (
             f"Queue({self.name!r}, ready={len(self._ready)}, unacked={len(self._unacked)}, "
             f"consumers={self._consumer_count})"
         )
+
+
+def _expiry(message: Message, enqueued_ms: int, ttl: int | None) -> int | None:
+    """When a message enqueued at ``enqueued_ms`` expires: the queue's TTL or its own
+    expiration, whichever is shorter (None: never)."""
+    limit = ttl
+    if message.expiration is not None:
+        per_message = message.ttl_ms()
+        if per_message is not None and (limit is None or per_message < limit):
+            limit = per_message
+    return None if limit is None else enqueued_ms + limit
 
 
 def requeue(deliveries: Iterable[Delivery]) -> int:

@@ -159,10 +159,14 @@ class QueueStore:
             next_deliver = log.log_end_offset
         return ranges, clean, next_deliver
 
-    def iter_unacked(self) -> Iterator[tuple[int, Message]]:
-        """(enqueue timestamp ms, message) of every message without an ack, in log order."""
+    def iter_unacked(self, start: int = 0) -> Iterator[tuple[int, Message]]:
+        """(enqueue timestamp ms, message) of every message without an ack from offset
+        ``start`` on, in log order. Messages still buffered for this turn's append are written
+        first, so a queue can read back what it paged out moments ago."""
+        if self._pending:
+            self.flush_pending()
         log = self.messages
-        start = max(log.log_start_offset, self.ranges.mark_delete)
+        start = max(start, log.log_start_offset, self.ranges.mark_delete)
         for run_start, run_end in self.ranges.unacked_runs(start, log.log_end_offset):
             offset = run_start
             while offset < run_end:
@@ -201,6 +205,13 @@ class QueueStore:
         """Acknowledge one message (in memory now, on disk with this turn's flush)."""
         if self.ranges.add(offset):
             self._pending_acks.append((offset, offset + 1))
+            if not self._scheduled:
+                self._schedule()
+
+    def ack_range(self, start: int, end: int) -> None:
+        """Acknowledge every message in [start, end) (a purge of paged-out messages)."""
+        if start < end and self.ranges.add_range(start, end):
+            self._pending_acks.append((start, end))
             if not self._scheduled:
                 self._schedule()
 

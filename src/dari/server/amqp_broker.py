@@ -93,10 +93,13 @@ class AMQPBroker:
         queue_log_config: LogConfig,
         users: Mapping[str, User],
         vhosts: tuple[str, ...] = ("/",),
+        queue_memory_bytes: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.flusher = flusher
         self.queue_log_config = queue_log_config
+        # ready message bytes a durable queue keeps in memory before paging to its log
+        self.queue_memory_bytes = queue_memory_bytes
         self.users = dict(users)
         self.vhosts = {name: VHostState(VirtualHost(name)) for name in vhosts}
         self._meta_dir = data_dir / ".meta" / "amqp"
@@ -216,6 +219,7 @@ class AMQPBroker:
             store=store,
             dead_letter=self._dead_letter,
             on_delete=lambda q: self.forget_queue(state.vhost.name, q),
+            memory_bytes=self.queue_memory_bytes,
         )
 
     def declare_queue(

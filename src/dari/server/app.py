@@ -174,7 +174,10 @@ class Broker:
             )
         vhosts = tuple(v.strip() for v in settings["amqp.vhosts"].split(",") if v.strip())
         queue_config = replace(broker_log_config(settings), segment_bytes=64 << 20)
-        self.amqp = AMQPBroker(settings.data_dir, self.flusher, queue_config, users, vhosts)
+        self.amqp = AMQPBroker(
+            settings.data_dir, self.flusher, queue_config, users, vhosts,
+            queue_memory_bytes=settings["amqp.queue.memory.bytes"],
+        )
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
         self._spawn(self.amqp.expire_forever())
         amqp_settings = {
