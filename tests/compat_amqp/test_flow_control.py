@@ -252,8 +252,10 @@ class RawClient:
                 try:
                     n = self.sock.send(pending)
                 except BlockingIOError:
-                    _r, writable, _x = select.select([], [self.sock], [], quiet_s)
-                    if not writable:
+                    # poll, not select: a long test run may have file descriptors above 1024
+                    poller = select.poll()
+                    poller.register(self.sock, select.POLLOUT)
+                    if not poller.poll(quiet_s * 1000):
                         return sent, bytes(pending)
                     continue
                 total += n

@@ -333,3 +333,31 @@ def test_paged_backlog_keeps_broker_memory_bounded(
             ch.basic_ack(method.delivery_tag)
         ch.cancel()
         assert queue_depth(ch, name) == 0
+
+
+def test_non_durable_queue_pages_too_and_leaves_nothing_behind(
+    start_broker: Callable[..., Broker], name: str
+) -> None:
+    """A non-durable queue pages to a scratch log (transient messages included); the log
+    goes with the queue and nothing of it survives a restart."""
+    broker = start_broker(None)  # the default budget (16 MiB)
+    with channel(broker.amqp_url) as ch:
+        ch.queue_declare(name)
+        ch.confirm_delivery()
+        props = pika.BasicProperties(delivery_mode=1, content_type=CONTENT_TYPE)
+        for i in range(BIG_COUNT):
+            ch.basic_publish("", name, body_of("transient", i, BIG_SIZE), properties=props)
+        assert queue_depth(ch, name) == BIG_COUNT
+        assert_rss_bounded(broker, "after publishing to a non-durable queue")
+        scratch = broker.data_dir / ".scratch"
+        assert any(scratch.rglob("*.log")), "the backlog went to a scratch log"
+        ch.basic_qos(prefetch_count=100)
+        deliveries = ch.consume(name, inactivity_timeout=10)
+        for count in range(BIG_COUNT // 2):
+            method, _props, body = next(deliveries)
+            assert method is not None, f"consumer stalled after {count}"
+            assert body == body_of("transient", count, BIG_SIZE), f"message {count} out of order"
+            ch.basic_ack(method.delivery_tag)
+        ch.cancel()
+        ch.queue_delete(name)
+        assert not any(scratch.rglob("*.log")), "deleting the queue removes its scratch log"

@@ -187,3 +187,33 @@ def test_paging_is_invisible_to_order_and_content(tmp_path_factory, ops, budget)
         assert q.message_count == len(model)
     assert bodies(drain(q)) == model
     q.close()
+
+
+def test_a_non_durable_queue_pages_to_a_scratch_store_and_removes_it(tmp_path: Path) -> None:
+    made: list[QueueStore] = []
+
+    def scratch() -> QueueStore:
+        made.append(QueueStore.open(tmp_path / f"scratch-{len(made)}"))
+        return made[-1]
+
+    q = Queue("tmp", memory_bytes=BUDGET, scratch=scratch)
+    for i in range(50):
+        assert q.publish(tmsg(i) if i % 2 else pmsg(i)).offset == -1, (
+            "nothing to wait for before confirming: a non-durable queue stays non-durable"
+        )
+    assert len(made) == 1 and q.paged_count > 30
+    got = drain(q)
+    assert bodies(got) == [(tmsg(i) if i % 2 else pmsg(i)).body[:6] for i in range(50)]
+    assert not any(d.redelivered for d in got)
+    q.delete()
+    assert not (tmp_path / "scratch-0").exists(), "the scratch log goes with the queue"
+
+
+def test_a_queue_that_never_pages_makes_no_scratch_store() -> None:
+    def scratch() -> QueueStore:
+        raise AssertionError("no paging, no scratch store")
+
+    q = Queue("tmp", memory_bytes=10_000, scratch=scratch)
+    for i in range(50):
+        q.publish(pmsg(i))
+    assert bodies(drain(q)) == [pmsg(i).body[:6] for i in range(50)]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kio.schema.request_header.v1 import RequestHeader as KioHeaderV1
 from kio.schema.request_header.v2 import RequestHeader as KioHeaderV2
 from kio.serial import entity_reader, entity_writer
-from kio.static.primitive import Records
+from kio.static.primitive import Records, TZAware
 
 from dari.protocol.kafka import (
     FUTURE_APIS,
@@ -36,6 +36,16 @@ from dari.protocol.kafka import (
 )
 from dari.protocol.kafka.apis import decodable_range
 from dari.protocol.kafka.guard import prepare
+
+# The wire carries epoch milliseconds, so any zone round-trips to the same instant, but an
+# aware datetime in a repeated (DST fold) hour never compares equal to one in another zone
+# (PEP 495): draw the round-tripped timestamps in UTC.
+st.register_type_strategy(
+    TZAware,
+    st.integers(0, 253_402_300_799).map(
+        lambda s: TZAware.parse(datetime.datetime.fromtimestamp(s, tz=datetime.UTC))
+    ),
+)
 
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
 

@@ -189,6 +189,7 @@ class Queue:
         dead_letter: DeadLetter | None = None,
         on_delete: Callable[[Queue], None] | None = None,
         memory_bytes: int = 0,
+        scratch: Callable[[], QueueStore] | None = None,
     ) -> None:
         self.name = name
         self.durable = durable
@@ -209,11 +210,15 @@ class Queue:
             PriorityReady(self.args.max_priority) if self.args.max_priority else deque()
         )
         self._ready_bytes = 0  # bodies of the ready messages held in memory
-        # Paging (durable queues without length limits or priorities): beyond memory_bytes of
-        # ready bodies, new messages live only in the log from offset _paged_from on (-1: not
-        # paging) and are read back in order as the in-memory head drains.
-        pageable = store is not None and not self._limited and not self.args.max_priority
-        self._memory_bytes = memory_bytes if pageable else 0
+        # Paging (queues without length limits or priorities): beyond memory_bytes of ready
+        # bodies, new messages live only in a log from offset _paged_from on (-1: not paging)
+        # and are read back in order as the in-memory head drains. The log is the durable
+        # store, or for a non-durable queue a scratch store made by ``scratch`` on first use.
+        # ``_log`` is whichever holds messages with an offset (acks go there).
+        self._log = store
+        self._scratch = scratch if store is None else None
+        pageable = (store is not None or scratch is not None) and not self._limited
+        self._memory_bytes = memory_bytes if pageable and not self.args.max_priority else 0
         self._paged_from = -1
         self._paged_count = 0
         self._paged_bytes = 0
@@ -337,18 +342,22 @@ class Queue:
 
     def _page_out(self, message: Message, now: int) -> PublishResult:
         """Append ``message`` to the log only (transient ones too: recovery drops those)."""
-        assert self.store is not None
-        offset = self.store.append(message, now)
+        log = self._log
+        if log is None:
+            assert self._scratch is not None
+            log = self._log = self._scratch()
+        offset = log.append(message, now)
         if self._paged_from < 0:
             self._paged_from = offset
         self._paged_count += 1
         self._paged_bytes += len(message.body)
-        return PublishResult(True, offset) if message.delivery_mode == 2 else _ACCEPTED
+        durable = message.delivery_mode == 2 and self.store is not None
+        return PublishResult(True, offset) if durable else _ACCEPTED
 
     def _page_in(self) -> None:
         """Read paged-out messages back into memory, in log order, up to the memory budget;
         called when the in-memory head runs below half of it."""
-        store = self.store
+        store = self._log
         if self._paged_from < 0 or store is None or self._ready_bytes > self._memory_bytes // 2:
             return
         room = self._memory_bytes - self._ready_bytes
@@ -399,8 +408,8 @@ class Queue:
     def flush(self) -> None:
         """Write this turn's buffered publishes and acks now (done automatically at the end of
         the turn when an event loop runs)."""
-        if self.store is not None:
-            self.store.flush_pending()
+        if self._log is not None:
+            self._log.flush_pending()
 
     # ---- consumers ------------------------------------------------------------------------------
 
@@ -491,7 +500,7 @@ class Queue:
         self._dispatching = True  # a delivery callback may ack, requeue or cancel
         try:
             now: int | None = None
-            store = self.store
+            store = self._log
             unacked = self._unacked
             popleft = ready.popleft
             delivered = 0
@@ -562,8 +571,8 @@ class Queue:
         if self._unacked.pop(delivery.position, None) is None:
             return False
         message = delivery.message
-        if message.offset >= 0 and self.store is not None:
-            self.store.ack(message.offset)
+        if message.offset >= 0 and self._log is not None:
+            self._log.ack(message.offset)
         return True
 
     def ack_many(self, deliveries: Iterable[Delivery]) -> int:
@@ -577,8 +586,8 @@ class Queue:
             count += 1
             if delivery.message.offset >= 0:
                 offsets.append(delivery.message.offset)
-        if offsets and self.store is not None:
-            self.store.ack_many(offsets)
+        if offsets and self._log is not None:
+            self._log.ack_many(offsets)
         return count
 
     def reject(self, delivery: Delivery, requeue: bool) -> bool:
@@ -652,12 +661,12 @@ class Queue:
         """queue.purge: drop every ready message (not the unacknowledged ones)."""
         ready = self._ready
         count = len(ready) + self._paged_count
-        if self.store is not None:
+        if self._log is not None:
             offsets = [e[1].offset for e in ready if e[1].offset >= 0]
             if offsets:
-                self.store.ack_many(offsets)
+                self._log.ack_many(offsets)
             if self._paged_from >= 0:
-                self.store.ack_range(self._paged_from, self.store.next_offset)
+                self._log.ack_range(self._paged_from, self._log.next_offset)
         ready.clear()
         self._ready_bytes = 0
         self._paged_from, self._paged_count, self._paged_bytes = -1, 0, 0
@@ -678,16 +687,20 @@ class Queue:
         self._ready.clear()
         self._ready_bytes = 0
         self._unacked.clear()
-        if self.store is not None:
-            self.store.delete()
+        if self._log is not None:
+            self._log.delete()
         for consumer in consumers:
             consumer.cancelled()
         return count
 
     def close(self) -> None:
         """Broker shutdown: persist everything and close the store cleanly (the next start
-        knows exactly which recovered messages had been delivered)."""
-        if self.store is None or self.deleted:
+        knows exactly which recovered messages had been delivered). A scratch store goes."""
+        if self.deleted:
+            return
+        if self.store is None:
+            if self._log is not None:
+                self._log.delete()
             return
         next_deliver = self.store.next_offset if self._paged_from < 0 else self._paged_from
         for _position, message, _enq, _exp, redelivered in self._ready:
@@ -699,8 +712,8 @@ class Queue:
     # ---- internals ------------------------------------------------------------------------------
 
     def _settle(self, message: Message) -> None:
-        if message.offset >= 0 and self.store is not None:
-            self.store.ack(message.offset)
+        if message.offset >= 0 and self._log is not None:
+            self._log.ack(message.offset)
 
     def _discard(self, message: Message, reason: str) -> None:
         self._dead_letter(message, reason)

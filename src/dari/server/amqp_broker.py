@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -98,17 +99,20 @@ class AMQPBroker:
         self.data_dir = data_dir
         self.flusher = flusher
         self.queue_log_config = queue_log_config
-        # ready message bytes a durable queue keeps in memory before paging to its log
+        # ready message bytes a queue keeps in memory before paging to a log
         self.queue_memory_bytes = queue_memory_bytes
         self.users = dict(users)
         self.vhosts = {name: VHostState(VirtualHost(name)) for name in vhosts}
         self._meta_dir = data_dir / ".meta" / "amqp"
         self._queue_dir = data_dir / ".queues"
+        # Where non-durable queues page out; nothing in it outlives the process.
+        self._scratch_dir = data_dir / ".scratch"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> None:
         """Recover durable queues (their unacked messages), exchanges and bindings."""
         self._meta_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self._scratch_dir, ignore_errors=True)  # transient pages of a past run
         for name, state in self.vhosts.items():
             path = self._meta_path(name)
             if not path.exists():
@@ -220,7 +224,14 @@ class AMQPBroker:
             dead_letter=self._dead_letter,
             on_delete=lambda q: self.forget_queue(state.vhost.name, q),
             memory_bytes=self.queue_memory_bytes,
+            scratch=None if durable else lambda: self._scratch_store(state.vhost.name, name),
         )
+
+    def _scratch_store(self, vhost: str, queue: str) -> QueueStore:
+        """A log for a non-durable queue's paged-out messages: never fsynced, removed with the
+        queue, and wiped at the next start."""
+        name = f"{self._store_dir(vhost, queue).name}-{secrets.token_hex(4)}"
+        return QueueStore.open(self._scratch_dir / name, replace(self.queue_log_config, flush="os"))
 
     def declare_queue(
         self,
