@@ -32,9 +32,11 @@ DEFAULTS: dict[str, Any] = {
     "amqp.loopback.users": "guest",
     # resource alarms (RabbitMQ's vm_memory_high_watermark and disk_free_limit): while one is
     # active, AMQP connections that publish are blocked; re-read on SIGHUP
-    # ready message bytes a durable queue holds in memory; beyond, messages stay in its log
-    # on disk and are read back in order as consumers reach them (0: everything in memory)
-    "amqp.queue.memory.bytes": 16 << 20,
+    # ready message bytes a queue holds in memory; beyond, messages stay on disk and are read
+    # back in order as consumers reach them (0: everything in memory). Large enough that
+    # bursts stay in memory (paging costs throughput); small enough that a backlog of
+    # millions does not take the machine's memory.
+    "amqp.queue.memory.bytes": 128 << 20,
     "amqp.memory.high.watermark": 0.6,
     "amqp.memory.high.watermark.bytes": 0,
     "disk.free.limit": 50_000_000,
