@@ -137,12 +137,28 @@ def _text(data: bytes | None) -> str:
     return "" if data is None else bytes(data).decode("utf-8", "surrogateescape")
 
 
+_PARSED: dict[bytes, tuple[int, int | None, str | None]] = {}
+_PARSED_MAX = 4096
+
+
 def parse_properties(raw: bytes | bytearray | memoryview) -> tuple[int, int | None, str | None]:
     """(delivery_mode, priority, expiration) from raw basic property bytes.
 
     delivery_mode is 0 when absent. Raises ValueError when the bytes are not a well-formed
-    property list.
+    property list. Messages mostly repeat a few property blocks (every message read back from
+    a queue's log goes through here), so results are cached by the bytes.
     """
+    key = raw if type(raw) is bytes else bytes(raw)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse_properties(key)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
+
+
+def _parse_properties(raw: bytes) -> tuple[int, int | None, str | None]:
     if len(raw) < 2:
         raise ValueError("property bytes shorter than the flags word")
     (flags,) = _U16.unpack_from(raw, 0)

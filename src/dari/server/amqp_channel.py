@@ -48,9 +48,6 @@ if TYPE_CHECKING:
     from dari.server.amqp import AMQPServerConnection
 
 _PUBLISH, _ACK, _REJECT, _NACK = (60, 40), (60, 80), (60, 90), (60, 120)
-# Publishers mostly repeat the same property bytes: parse each distinct value once.
-_PROPERTIES_CACHE: dict[bytes, tuple[int, int | None, str | None]] = {}
-_PROPERTIES_CACHE_SIZE = 4096
 _WRITABLE_CACHE_SIZE = 1024  # exchanges a channel remembers it may publish to
 
 
@@ -357,15 +354,10 @@ class Channel:
                     )
                 )
             return
-        parsed = _PROPERTIES_CACHE.get(properties)
-        if parsed is None:
-            try:
-                parsed = parse_properties(properties)
-            except ValueError as exc:
-                raise self._error(ReplyCode.SYNTAX_ERROR, str(exc), _PUBLISH) from None
-            if len(_PROPERTIES_CACHE) < _PROPERTIES_CACHE_SIZE:
-                _PROPERTIES_CACHE[properties] = parsed
-        delivery_mode, priority, expiration = parsed
+        try:
+            delivery_mode, priority, expiration = parse_properties(properties)  # cached
+        except ValueError as exc:
+            raise self._error(ReplyCode.SYNTAX_ERROR, str(exc), _PUBLISH) from None
         message = Message(
             exchange, routing_key, bytes(body), properties, delivery_mode, priority, expiration
         )
