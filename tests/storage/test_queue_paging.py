@@ -217,3 +217,23 @@ def test_a_queue_that_never_pages_makes_no_scratch_store() -> None:
     for i in range(50):
         q.publish(pmsg(i))
     assert bodies(drain(q)) == [pmsg(i).body[:6] for i in range(50)]
+
+
+def test_reading_back_matches_the_generic_record_reader() -> None:
+    """The read-back decoder knows the layout this store writes; any other batch (a keyed
+    record, as a Kafka producer would write) goes through the generic reader, same result."""
+    from dari.queues.queue_store import encode_message_batch, iter_messages
+    from dari.records import build_batch, iter_batch_records
+    from dari.records.builder import NewRecord
+
+    ours = bytearray(encode_message_batch([(pmsg(i), 1_000 + i) for i in range(5)]))
+    ours[0:8] = (40).to_bytes(8, "big")  # base offset 40
+    foreign = bytearray(build_batch([NewRecord(b"key", b"value", ())], now_ms=7))
+    foreign[0:8] = (45).to_bytes(8, "big")
+    data = bytes(ours + foreign)
+    expected = [
+        (record.offset, record.timestamp, Message.from_record(record))
+        for _header, record in iter_batch_records(data)
+    ]
+    assert list(iter_messages(data)) == expected
+    assert [offset for offset, _ts, _m in expected] == [40, 41, 42, 43, 44, 45]

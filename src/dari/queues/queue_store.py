@@ -35,7 +35,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from dari.message import EXCHANGE_HEADER, PROPERTIES_HEADER, ROUTING_KEY_HEADER, Message
+from dari.message import (
+    EXCHANGE_HEADER,
+    PROPERTIES_HEADER,
+    ROUTING_KEY_HEADER,
+    Message,
+    parse_properties,
+)
 from dari.queues.ack_ranges import AckRanges, decode_runs, encode_runs, merge_runs, runs
 from dari.records.batch import (
     HEADER_SIZE,
@@ -47,7 +53,13 @@ from dari.records.batch import (
     validate,
 )
 from dari.records.builder import NewRecord, build_batch, write_varint
-from dari.records.records import iter_batch_records
+from dari.records.records import (
+    iter_batch_records,
+    iter_batches,
+    iter_records,
+    read_varint,
+    records_section,
+)
 from dari.storage import FlushScheduler, LogConfig, PartitionLog
 
 MESSAGES_DIR = "messages"
@@ -174,13 +186,13 @@ class QueueStore:
                 if not data:
                     break
                 last = offset - 1
-                for _header, record in iter_batch_records(data):
-                    if record.offset < offset:
+                for record_offset, timestamp, message in iter_messages(data):
+                    if record_offset < offset:
                         continue
-                    if record.offset >= run_end:
+                    if record_offset >= run_end:
                         break
-                    last = record.offset
-                    yield record.timestamp, Message.from_record(record)
+                    last = record_offset
+                    yield timestamp, message
                 if last < offset:
                     break
                 offset = last + 1
@@ -352,6 +364,67 @@ def _records(log: PartitionLog, start: int) -> Iterator[tuple[bytes | None, byte
         offset = last + 1
 
 
+def iter_messages(data: bytes) -> Iterator[tuple[int, int, Message]]:
+    """(offset, timestamp, message) of every record in ``data`` (whole batches of a queue's
+    messages log, as ``encode_message_batch`` writes them).
+
+    The read-back path of a paged queue: this walks the records with their layout known (null
+    key, the three AMQP headers) instead of building generic ``Record`` objects, and hands a
+    batch it does not expect to the generic reader."""
+    for header, batch in iter_batches(data):
+        done = -1  # records of this batch already yielded
+        if not (header.attributes & 0x07 or header.log_append_time):
+            try:
+                for item in _layout_messages(records_section(batch, header), header):
+                    yield item
+                    done += 1
+                continue
+            except (_Unexpected, IndexError):
+                pass
+        for index, record in enumerate(iter_records(batch)):
+            if index > done:
+                yield record.offset, record.timestamp, Message.from_record(record)
+
+
+def _layout_messages(records: bytes, header: BatchHeader) -> Iterator[tuple[int, int, Message]]:
+    base_offset, base_ts = header.base_offset, header.base_timestamp
+    pos = 0
+    for _ in range(header.record_count):
+        end, pos = read_varint(records, pos)
+        end += pos
+        ts_delta, pos = read_varint(records, pos + 1)  # after the attributes byte
+        offset_delta, pos = read_varint(records, pos)
+        if records[pos] != 0x01:  # a key: not written by this store
+            raise _Unexpected
+        size, pos = read_varint(records, pos + 1)
+        body = records[pos : pos + size]
+        pos += size
+        if records[pos] != 0x06:  # three headers
+            raise _Unexpected
+        pos += 1
+        fields = []
+        for key in _HEADER_KEYS:
+            if records[pos : pos + len(key)] != key:
+                raise _Unexpected
+            size, pos = read_varint(records, pos + len(key))
+            fields.append(records[pos : pos + size])
+            pos += size
+        if pos != end:
+            raise _Unexpected
+        exchange, routing_key, properties = fields
+        delivery_mode, priority, expiration = parse_properties(properties)
+        offset = base_offset + offset_delta
+        yield offset, base_ts + ts_delta, Message(
+            exchange.decode("utf-8", "surrogateescape"),
+            routing_key.decode("utf-8", "surrogateescape"),
+            body, properties, delivery_mode, priority, expiration, offset,
+        )
+
+
+class _Unexpected(Exception):
+    """A record iter_messages does not know the layout of."""
+
+
 def _header_key(name: str) -> bytes:
     out = bytearray()
     write_varint(out, len(name))
@@ -361,6 +434,7 @@ def _header_key(name: str) -> bytes:
 _EXCHANGE_KEY = _header_key(EXCHANGE_HEADER)
 _ROUTING_KEY_KEY = _header_key(ROUTING_KEY_HEADER)
 _PROPERTIES_KEY = _header_key(PROPERTIES_HEADER)
+_HEADER_KEYS = (_EXCHANGE_KEY, _ROUTING_KEY_KEY, _PROPERTIES_KEY)
 
 
 def _varint(out: bytearray, value: int) -> None:
