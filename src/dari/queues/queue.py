@@ -325,18 +325,14 @@ class Queue:
             message = message.with_offset(offset)
         position = self._next_position
         self._next_position = position + 1
-        ttl = args.message_ttl
-        if message.expiration is not None:
-            per_message = message.ttl_ms()
-            if per_message is not None and (ttl is None or per_message < ttl):
-                ttl = per_message
-        self._ready.append((position, message, now, None if ttl is None else now + ttl, False))
+        expires = _expiry(message, now, args.message_ttl)
+        self._ready.append((position, message, now, expires, False))
         self._ready_bytes += len(message.body)
-        if self._consumer_count and (dispatch or limited or ttl is not None):
+        if self._consumer_count and (dispatch or limited or expires is not None):
             self.dispatch()
         if limited:
             self._drop_over_limit()
-        if ttl is not None:
+        if expires is not None:
             self.expire(now)
         return _ACCEPTED if offset < 0 else PublishResult(True, offset)
 
