@@ -57,6 +57,9 @@ def test_kafka_python_member_host_and_group_operations(groups_broker: Broker, to
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
         enable_auto_commit=False,
+        # A join that raced the new topic's metadata assigns nothing; a quick metadata
+        # refresh makes kafka-python see the topic and rejoin.
+        metadata_max_age_ms=1000,
     )
     kadmin = KafkaAdminClient(bootstrap_servers=groups_broker.bootstrap, request_timeout_ms=15000)
     try:
