@@ -11,8 +11,6 @@ import contextlib
 import re
 import shutil
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +22,8 @@ from bench.brokers import (
     Broker,
     BrokerStartError,
     _spawn,
-    fail,
     free_port,
-    precompile_dari,
+    spawn_dari,
     wait_probe,
 )
 
@@ -58,23 +55,9 @@ def _wait_probe(broker: Broker, deadline: float) -> float:
 
 def start_dari(workdir: Path, name: str = "dari", extra: tuple[str, ...] = (),
                timeout: float = 60.0) -> Broker:
-    """dari from this interpreter with an AMQP listener; ready = its `dari ready` line."""
-    precompile_dari()
-    argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(workdir / "data"),
-            "--kafka", "127.0.0.1:0", "--amqp", f"127.0.0.1:{free_port()}", *extra]
-    broker = _spawn(name, argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
-    deadline = broker.spawned_at + timeout
-    while True:
-        match = _DARI_READY.search(broker.log_path.read_bytes())
-        if match:
-            broker.ready_s = time.perf_counter() - broker.spawned_at
-            broker.host, broker.port = match.group(1).decode(), int(match.group(2))
-            break
-        if not broker.alive():
-            raise fail(broker, f"exited with code {broker.proc.returncode}")
-        if time.perf_counter() > deadline:
-            raise fail(broker, "no ready line before the start-up timeout")
-        time.sleep(0.002)
+    """dari with its AMQP listener under test; ready = its `dari ready` line."""
+    listeners = ["--kafka", "127.0.0.1:0", "--amqp", f"127.0.0.1:{free_port()}", *extra]
+    broker, deadline = spawn_dari(workdir, name, listeners, _DARI_READY, timeout)
     broker.probe_s = _wait_probe(broker, deadline)
     return broker
 

@@ -172,26 +172,32 @@ def precompile_dari() -> None:
     compileall.compile_dir(Path(dari.__file__).parent, quiet=1)
 
 
-def start_dari(workdir: Path, timeout: float = 60.0) -> Broker:
-    """dari from this interpreter; ready = its `dari ready kafka=HOST:PORT` line."""
+def spawn_dari(workdir: Path, name: str, listeners: list[str], ready: re.Pattern[bytes],
+               timeout: float = 60.0) -> tuple[Broker, float]:
+    """Start dari from this interpreter and wait for its `dari ready` line; `ready` picks
+    the listener the bench talks to as (host, port). Returns the broker and the deadline."""
     precompile_dari()
-    port = free_port()
-    data_dir = workdir / "data"
-    argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(data_dir),
-            "--kafka", f"127.0.0.1:{port}", "--amqp", "127.0.0.1:0"]
-    broker = _spawn("dari", argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
+    argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(workdir / "data"),
+            *listeners]
+    broker = _spawn(name, argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
     deadline = broker.spawned_at + timeout
     while True:
-        match = _DARI_READY.search(broker.log_path.read_bytes())
+        match = ready.search(broker.log_path.read_bytes())
         if match:
             broker.ready_s = time.perf_counter() - broker.spawned_at
             broker.host, broker.port = match.group(1).decode(), int(match.group(2))
-            break
+            return broker, deadline
         if not broker.alive():
             raise fail(broker, f"exited with code {broker.proc.returncode}")
         if time.perf_counter() > deadline:
             raise fail(broker, "no ready line before the start-up timeout")
         time.sleep(0.002)
+
+
+def start_dari(workdir: Path, timeout: float = 60.0) -> Broker:
+    """dari with its Kafka listener under test; ready = its `dari ready kafka=...` line."""
+    listeners = ["--kafka", f"127.0.0.1:{free_port()}", "--amqp", "127.0.0.1:0"]
+    broker, deadline = spawn_dari(workdir, "dari", listeners, _DARI_READY, timeout)
     broker.probe_s = wait_probe(broker, deadline)
     return broker
 
