@@ -435,10 +435,11 @@ class Channel:
             if not conn.is_open(number):
                 raise LocalProtocolError(f"cannot send basic.deliver on channel {number}")
             consumer = consumer_ref[0]
+            track = not consumer.no_ack
             tag = self.next_tag
             parts: list[bytes] = []
             for delivery in deliveries:
-                if not consumer.no_ack:
+                if track:
                     unacked[tag] = (delivery, consumer)
                 message = delivery.message
                 add(

@@ -448,25 +448,16 @@ def encode_deliver(
     body: bytes | bytearray | memoryview,
     frame_max: int,
 ) -> bytes:
-    """basic.deliver + the forwarded content header (a received ``ContentHeader`` or a header
-    payload) + body frames of at most ``frame_max`` bytes each (0 = unlimited). Names may be
-    given pre-encoded as bytes."""
-    ctag, ex, rk = _b(consumer_tag), _b(exchange), _b(routing_key)
-    if len(ctag) > 255 or len(ex) > 255 or len(rk) > 255:
-        raise ValueError("short string longer than 255 bytes")
-    size = 4 + 1 + len(ctag) + 8 + 1 + 1 + len(ex) + 1 + len(rk)
-    parts = [
-        _DELIVER_HEAD.pack(1, channel, size, DELIVER, len(ctag)),
-        ctag,
-        _U64.pack(delivery_tag),
-        b"\x01" if redelivered else b"\x00",
-        _U8.pack(len(ex)),
-        ex,
-        _U8.pack(len(rk)),
-        rk,
-        b"\xce",
-    ]
-    return _content_frames(parts, channel, header, body, frame_max)
+    """basic.deliver + the content header (a received ``ContentHeader`` or a header payload;
+    its properties are forwarded byte-for-byte) + body frames of at most ``frame_max`` bytes
+    each (0 = unlimited). Names may be given pre-encoded as bytes. One delivery through the
+    ``DeliverEncoder`` the channels use."""
+    raw = header.raw if isinstance(header, ContentHeader) else bytes(header)
+    parts: list[bytes] = []
+    DeliverEncoder(channel, consumer_tag, frame_max).add(
+        parts, delivery_tag, redelivered, exchange, routing_key, raw[12:], body
+    )
+    return b"".join(parts)
 
 
 _TAG_REDELIVERED = struct.Struct(">QB")
@@ -495,9 +486,9 @@ class DeliverEncoder:
         self.frame_max = frame_max
         self._chunk = frame_max - FRAME_OVERHEAD if frame_max else _MAX_BODY_SIZE
         # (exchange, routing key) -> (method frame head + consumer tag, names + frame end)
-        self._routes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._routes: dict[tuple[str | bytes, str | bytes], tuple[bytes, bytes]] = {}
 
-    def _route(self, exchange: str, routing_key: str) -> tuple[bytes, bytes]:
+    def _route(self, exchange: str | bytes, routing_key: str | bytes) -> tuple[bytes, bytes]:
         ex, rk = _b(exchange), _b(routing_key)
         if len(ex) > 255 or len(rk) > 255:
             raise ValueError("short string longer than 255 bytes")
@@ -515,10 +506,10 @@ class DeliverEncoder:
         parts: list[bytes],
         delivery_tag: int,
         redelivered: bool,
-        exchange: str,
-        routing_key: str,
+        exchange: str | bytes,
+        routing_key: str | bytes,
         properties: bytes,
-        body: bytes,
+        body: bytes | bytearray | memoryview,
     ) -> None:
         """Append one delivery's frames to ``parts``; ``properties`` are the raw property
         bytes (property flags onwards) of the content header."""
