@@ -29,8 +29,8 @@ from pamqp import commands
 from pamqp import frame as pframe
 
 from bench.amqp_loadgen import message_frames
+from dari.queues.broker import AMQPBroker, User
 from dari.server.amqp import AMQPServerConnection
-from dari.server.amqp_broker import AMQPBroker, User
 from dari.storage import FlushScheduler, LogConfig
 
 _FRAME_HEAD = struct.Struct(">BHI")

@@ -71,10 +71,6 @@ class Binding:
     def destination_kind(self) -> DestinationKind:
         return self.destination.kind
 
-    @property
-    def destination_name(self) -> str:
-        return self.destination.name
-
 
 @dataclass(slots=True)
 class Deletions:

@@ -1,64 +1,21 @@
-"""Consumers of a queue and the deliveries a queue hands them.
+"""Ready-made consumers: prefetch windows (``Credit``) and ``PrefetchConsumer``.
 
-The channel layer provides the consumer objects (anything shaped like ``Consumer``); the queue
-only asks ``room()`` and hands over up to that many with ``deliver_many()``. Prefetch
-accounting lives in the consumer, so the same queue code serves per-consumer and per-channel
-(``global``) qos: ``PrefetchConsumer`` implements both with ``Credit`` windows the channel may
-share between its consumers. Delivery tags are the channel's business: a ``Delivery`` carries
-the queue's own ``position`` for acknowledging, never a tag.
+A queue only needs something shaped like ``queue.Consumer``: it asks ``room()`` and hands over
+up to that many ``Delivery`` objects with ``deliver_many()``. Prefetch accounting lives in the
+consumer, so the same queue code serves per-consumer and per-channel (``global``) qos:
+``PrefetchConsumer`` implements both with ``Credit`` windows the channel may share between its
+consumers. Delivery tags are the channel's business: a ``Delivery`` carries the queue's own
+``position`` for acknowledging, never a tag. (``Consumer`` and ``Delivery`` are defined next to
+the queue that uses them and re-exported here; this module imports the queue, never the reverse.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from dari.message import Message
+from dari.queues.queue import Consumer, Delivery
 
-if TYPE_CHECKING:
-    from dari.queues.queue import Queue
-
-
-class Delivery(NamedTuple):
-    """One message handed out by a queue (to a consumer, or to basic.get).
-
-    ``position`` identifies the message in its queue for ack/nack/requeue; ``redelivered``
-    is the AMQP flag; ``consumer_tag`` is None for basic.get. ``enqueued_ms`` and
-    ``expires_ms`` (None = never) travel along so a requeued message keeps its TTL deadline.
-    """
-
-    message: Message
-    queue: Queue
-    position: int
-    redelivered: bool
-    consumer_tag: str | None
-    enqueued_ms: int
-    expires_ms: int | None
-
-
-class Consumer(Protocol):
-    """What a queue needs of a consumer (basic.consume)."""
-
-    tag: str
-    no_ack: bool
-    priority: int  # x-priority: higher-priority consumers with credit are served first
-    exclusive: bool
-
-    def room(self) -> int:
-        """How many more deliveries fit in the consumer's prefetch window now (0 when full
-        or the channel is flow-blocked; ``UNLIMITED`` when nothing limits it)."""
-        ...
-
-    def deliver_many(self, deliveries: list[Delivery]) -> None:
-        """Take deliveries (at most ``room()``), in order. Called synchronously by
-        ``Queue.dispatch``; the channel encodes the frames and writes them once per
-        event-loop turn."""
-        ...
-
-    def cancelled(self) -> None:
-        """The queue went away (deleted): the channel sends basic.cancel if the client
-        supports consumer_cancel_notify."""
-        ...
+__all__ = ["UNLIMITED", "Consumer", "Credit", "Delivery", "PrefetchConsumer"]
 
 
 UNLIMITED = 1 << 62  # room() of a consumer without a prefetch limit

@@ -6,12 +6,14 @@ the queue's own position, requeued messages back *in their original position* wi
 ``redelivered=True``, ``purge`` of ready messages only, auto-delete once the last consumer of a
 queue that ever had one is cancelled, per-queue and per-message TTL expiring at the head,
 ``x-max-length``/``x-max-length-bytes`` with drop-head or reject-publish, and dead-lettering
-through a callback the vhost provides.
+through a callback the broker provides (``queues.broker``).
 
 A durable queue keeps its persistent messages in a ``QueueStore`` (a log plus an ack log) and
-recovers them on construction; transient messages — and every message of a non-durable queue —
-live only in memory, as in RabbitMQ. Every ready message is held in memory (the store's log is
-the durable copy, read back only at recovery).
+recovers them on construction; transient messages are lost on restart, as in RabbitMQ. Ready
+messages are held in memory up to ``memory_bytes`` of bodies (``amqp.queue.memory.bytes``);
+beyond that budget new messages are paged out to a log — the durable store, or for a
+non-durable queue a scratch store made on first use — and read back in order as the in-memory
+head drains. Queues with a length limit or priorities keep every ready message in memory.
 
 Publisher confirms: ``publish`` returns a ``PublishResult``; when its ``offset`` is >= 0 the
 message went to the log and the confirm must wait for ``await queue.wait_durable(offset)``
@@ -29,10 +31,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from heapq import merge
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from dari.message import Message
-from dari.queues.consumers import Consumer, Delivery
 from dari.queues.errors import AccessRefused, PreconditionFailed, ResourceLocked, resource
 from dari.queues.priority import PriorityReady
 from dari.queues.queue_store import QueueStore
@@ -66,6 +67,49 @@ class PublishResult(NamedTuple):
 
 _ACCEPTED = PublishResult(True)
 _REFUSED = PublishResult(False)
+
+
+class Delivery(NamedTuple):
+    """One message handed out by a queue (to a consumer, or to basic.get).
+
+    ``position`` identifies the message in its queue for ack/nack/requeue; ``redelivered``
+    is the AMQP flag; ``consumer_tag`` is None for basic.get. ``enqueued_ms`` and
+    ``expires_ms`` (None = never) travel along so a requeued message keeps its TTL deadline.
+    """
+
+    message: Message
+    queue: Queue
+    position: int
+    redelivered: bool
+    consumer_tag: str | None
+    enqueued_ms: int
+    expires_ms: int | None
+
+
+class Consumer(Protocol):
+    """What a queue needs of a consumer (basic.consume)."""
+
+    tag: str
+    no_ack: bool
+    priority: int  # x-priority: higher-priority consumers with credit are served first
+    exclusive: bool
+
+    def room(self) -> int:
+        """How many more deliveries fit in the consumer's prefetch window now (0 when full
+        or the channel is flow-blocked; ``consumers.UNLIMITED`` when nothing limits it)."""
+        ...
+
+    def deliver_many(self, deliveries: list[Delivery]) -> None:
+        """Take deliveries (at most ``room()``), in order. Called synchronously by
+        ``Queue.dispatch``; the channel encodes the frames and writes them once per
+        event-loop turn."""
+        ...
+
+    def cancelled(self) -> None:
+        """The queue went away (deleted): the channel sends basic.cancel if the client
+        supports consumer_cancel_notify."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class QueueArguments:

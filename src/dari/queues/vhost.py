@@ -1,8 +1,10 @@
 """A virtual host's routing model: exchanges, the binding table, and the names of its queues.
 
 Queues themselves (storage, consumers, acks) live elsewhere; here a queue is an opaque handle with
-a ``name`` (and optionally ``durable``) that the queue layer registers with ``add_queue`` and
-withdraws with ``remove_queue``. Everything else follows RabbitMQ's semantics and reply texts:
+a ``name`` (and optionally ``durable``) that the broker registers with ``add_queue`` and
+withdraws with ``remove_queue``. This table is the one registry of a vhost's queues: the broker
+(``queues.broker``) looks queues up here (``get_queue``, ``queue_table``) rather than keeping its
+own copy. Everything else follows RabbitMQ's semantics and reply texts:
 the nameless default exchange with its implicit bindings, the pre-declared ``amq.*`` exchanges,
 declare equivalence, ``if_unused``, auto-delete exchanges (deleted when their last binding *as
 source* goes, cascading through exchange-to-exchange bindings), internal exchanges, alternate
@@ -15,14 +17,13 @@ are plain and synchronous: they change in-memory state and return what changed (
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from dari.queues.bindings import Binding, Deletions, Destination, DestinationKind
+from dari.queues.definitions import table_from_json, table_to_json
 from dari.queues.errors import (
     AccessRefused,
     NotFound,
@@ -93,7 +94,7 @@ class Exchange:
             "durable": self.durable,
             "auto_delete": self.auto_delete,
             "internal": self.internal,
-            "arguments": encode_table(self.arguments),
+            "arguments": table_to_json(self.arguments),
         }
 
 
@@ -107,6 +108,8 @@ class VirtualHost:
         self.name = name
         self._exchanges: dict[str, Exchange] = {}
         self._queues: dict[str, QueueHandle] = {}
+        # Read-only live view of the registry, for callers that look names up often.
+        self.queue_table: Mapping[str, QueueHandle] = MappingProxyType(self._queues)
         self._by_source: dict[str, dict[Binding, None]] = {}
         self._by_destination: dict[Destination, dict[Binding, None]] = {}
         self._create(Exchange(DEFAULT_EXCHANGE, "direct", durable=True))
@@ -274,12 +277,6 @@ class VirtualHost:
         current = self._queues.get(queue.name)
         if current is not None and current is not queue:
             raise ValueError(f"a different queue is already registered as {queue.name!r}")
-        self._queues[queue.name] = queue
-
-    def replace_queue(self, queue: QueueHandle) -> None:
-        """Swap the handle registered under ``queue.name``, keeping its bindings."""
-        if queue.name not in self._queues:
-            raise KeyError(queue.name)
         self._queues[queue.name] = queue
 
     def remove_queue(self, name: str) -> Deletions:
@@ -501,7 +498,7 @@ class VirtualHost:
                     "destination": b.destination.name,
                     "destination_kind": b.destination.kind.value,
                     "routing_key": b.routing_key,
-                    "arguments": encode_table(b.arguments),
+                    "arguments": table_to_json(b.arguments),
                 }
             )
         return {
@@ -532,7 +529,7 @@ class VirtualHost:
                     bool(rec.get("durable", True)),
                     bool(rec.get("auto_delete", False)),
                     bool(rec.get("internal", False)),
-                    decode_table(rec.get("arguments", {})),
+                    table_from_json(rec.get("arguments", {})),
                 )
             except PreconditionFailed:
                 skipped.append(dict(rec))
@@ -544,7 +541,7 @@ class VirtualHost:
                 rec["source"],
                 Destination(kind, rec["destination"]),
                 rec.get("routing_key", ""),
-                decode_table(rec.get("arguments", {})),
+                table_from_json(rec.get("arguments", {})),
             )
             try:
                 self.add_binding(binding)
@@ -608,48 +605,3 @@ def _typed_val(value: Any) -> str:
         return "none"
     shown = _text(value) if isinstance(value, str | bytes) else repr(value)
     return f"the value '{shown}' of type '{amqp_type(value)}'"
-
-
-# ---------------------------------------------------------------------- JSON for field tables
-
-
-def encode_table(table: Mapping[str, Any]) -> dict[str, Any]:
-    """A field table as JSON-able data; non-JSON values are tagged so they decode exactly."""
-    return {str(k): _encode(v) for k, v in table.items()}
-
-
-def decode_table(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _decode(v) for k, v in data.items()}
-
-
-def _encode(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, Mapping):
-        return {"$table": encode_table(value)}
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    if isinstance(value, Decimal):
-        return {"$decimal": str(value)}
-    if isinstance(value, _dt.datetime):
-        return {"$timestamp": value.isoformat()}
-    raise TypeError(f"cannot persist a field value of type {type(value).__name__}")
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if isinstance(value, dict):
-        ((tag, inner),) = value.items()
-        if tag == "$bytes":
-            return base64.b64decode(inner)
-        if tag == "$table":
-            return decode_table(inner)
-        if tag == "$decimal":
-            return Decimal(inner)
-        if tag == "$timestamp":
-            return _dt.datetime.fromisoformat(inner)
-        raise ValueError(f"unknown tagged value {tag!r}")
-    return value

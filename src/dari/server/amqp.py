@@ -32,7 +32,7 @@ from dari.protocol.amqp import (
     decode_table,
     default_server_properties,
 )
-from dari.server.amqp_broker import AMQPBroker
+from dari.queues.broker import AMQPBroker
 from dari.server.amqp_channel import Channel
 
 if TYPE_CHECKING:
@@ -373,10 +373,7 @@ class AMQPServerConnection(asyncio.Protocol):
             if task is not asyncio.current_task():
                 task.cancel()
         if self.vhost is not None:
-            state = self.broker.vhosts[self.vhost]
-            for queue in list(state.queues.values()):
-                if queue.exclusive_owner is self:
-                    self.broker.delete_queue(self.vhost, queue)
+            self.broker.delete_exclusive(self.vhost, self)
 
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -45,6 +45,7 @@ from dari.queues.queue import Queue, requeue
 from dari.queues.sender_selected import may_route_by_headers, routing_headers
 
 if TYPE_CHECKING:
+    from dari.queues.broker import AMQPBroker
     from dari.server.amqp import AMQPServerConnection
 
 _PUBLISH, _ACK, _REJECT, _NACK = (60, 40), (60, 80), (60, 90), (60, 120)
@@ -169,7 +170,7 @@ class Channel:
 
     # -- plumbing --------------------------------------------------------------------------
     @property
-    def broker(self) -> Any:
+    def broker(self) -> AMQPBroker:
         return self.connection.broker
 
     @property

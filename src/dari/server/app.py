@@ -16,10 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from dari.config import ConfigError, Settings, parse_hostport
+from dari.queues.broker import AMQPBroker, User
 from dari.queues.permissions import user_permissions
 from dari.server.alarms import Limits, ResourceMonitor
 from dari.server.amqp import AMQPServerConnection
-from dari.server.amqp_broker import AMQPBroker, User
+from dari.server.amqp_expiry import expire_forever
 from dari.server.kafka import KafkaConnection
 from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
@@ -179,7 +180,7 @@ class Broker:
             queue_memory_bytes=settings["amqp.queue.memory.bytes"],
         )
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
-        self._spawn(self.amqp.expire_forever())
+        self._spawn(expire_forever(self.amqp))
         amqp_settings = {
             "frame_max": settings["amqp.frame.max"],
             "channel_max": settings["amqp.channel.max"],

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from dari.config import ConfigError, Settings
+from dari.queues.broker import User
 from dari.queues.errors import AccessRefused
 from dari.queues.permissions import (
     FULL,
@@ -17,7 +18,6 @@ from dari.queues.permissions import (
     refusal,
     user_permissions,
 )
-from dari.server.amqp_broker import User
 
 FULL_TABLE = {"configure": ".*", "write": ".*", "read": ".*"}
 
