@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dari.message import EMPTY_PROPERTIES, Field, Message, encode_properties, header_marker
 from dari.protocol.amqp.properties import ContentHeader
@@ -90,6 +92,25 @@ def test_kafka_record_message_record_keeps_key_value_headers_and_timestamp(
     assert (again.key, again.value, again.headers, again.timestamp) == (
         original.key, original.value, original.headers, original.timestamp,
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.none() | st.binary(max_size=20),
+    st.none() | st.binary(max_size=50),
+    st.lists(st.tuples(st.text(max_size=10), st.none() | st.binary(max_size=10)), max_size=5),
+    st.integers(0, 2**41),
+)
+def test_any_kafka_record_survives_the_message(key, value, headers, timestamp) -> None:
+    original = _stored(NewRecord(key, value, tuple(headers), timestamp))
+    message = Message.from_record(original)
+    again = _stored(message.to_record())
+    assert (again.key, again.value, again.headers, again.timestamp) == (
+        original.key, original.value, original.headers, original.timestamp,
+    )
+    assert message.typed_headers() == {
+        name: Field("V", None) if data is None else Field("S", data) for name, data in headers
+    }
 
 
 def test_kafka_headers_in_the_amqp_view() -> None:

@@ -32,7 +32,6 @@ from dari.protocol.amqp.table import Field, Table, decode_table, decode_table_ty
 __all__ = [
     "BASIC_CLASS",
     "EMPTY_PROPERTIES",
-    "HEADERS_FLAG",
     "PROPERTY_FIELDS",
     "ContentHeader",
     "Properties",
@@ -65,7 +64,6 @@ PROPERTY_FIELDS = (
     ("app_id", 1 << 3, "s"),
     ("cluster_id", 1 << 2, "s"),
 )
-HEADERS_FLAG = 1 << 13
 _KNOWN_FLAGS = sum(bit for _name, bit, _kind in PROPERTY_FIELDS)
 _KIND = {name: kind for name, _bit, kind in PROPERTY_FIELDS}
 
@@ -272,7 +270,17 @@ class ContentHeader:
         self.flags, self._spans = layout
 
     def _get(self, name: str) -> Any:
-        return _value(self.raw_properties, name, self._spans)
+        # ``_value`` inlined: the header getters are read per published message.
+        spans = self._spans
+        if spans is None or name not in spans:
+            return None
+        start, end = spans[name]
+        kind = _KIND[name]
+        if kind == "o":
+            return self.raw_properties[start]
+        if kind == "q":
+            return _U64.unpack_from(self.raw_properties, start)[0]
+        return self.raw_properties[start:end].decode("utf-8", "surrogateescape")
 
     @property
     def delivery_mode(self) -> int | None:
