@@ -1,38 +1,71 @@
-"""The protocol-neutral message, and its lossless conversion to and from a Kafka record.
+"""The protocol-neutral message, and its lossless conversions to and from a Kafka record.
 
-An AMQP message is kept as the publisher sent it: the raw content-header *property bytes*
-(property flags followed by the property list) are forwarded to consumers byte-for-byte, and
-only the few fields the queue acts on (delivery mode, priority, expiration) are parsed out.
+One ``Message`` serves both protocols: its body, headers, key and timestamp, and the AMQP
+properties it came with. Those are kept as the raw *property bytes* of the AMQP content header
+(flags word and property list), forwarded to consumers byte-for-byte; only the fields a queue
+acts on (delivery mode, priority, expiration) are parsed out, once per distinct property block
+(cached). Headers are decoded on demand (``headers``, ``typed_headers``) and rewritten by
+``replace_properties``. This module is the one bridge between the neutral message and the AMQP
+wire properties (``dari.protocol.amqp.properties``): the queues domain reads and rewrites a
+message through these methods and imports no codec.
 
-As a Kafka record a message is ``value = body`` with three record headers carrying the exchange,
-the routing key and the raw property bytes, so a message written to a log by a queue reads back
-identical, and a record produced by a Kafka client becomes a plain AMQP message.
+A Kafka record holds a message in one of two shapes:
+
+* **An AMQP message** (what a queue writes): ``value = body``, no key, and three record headers
+  ``x-amqp-exchange``, ``x-amqp-routing-key`` and ``x-amqp-properties`` (the raw property
+  bytes). It reads back identical (with its ``offset``); nothing else of the record is part of
+  it (its timestamp is the queue's business, reported beside the message by the log readers).
+* **Any other record** (no ``x-amqp-properties``, e.g. from a Kafka producer): the message
+  keeps the ``record`` it was read from, so its ``key``, ``timestamp`` and headers survive and
+  ``to_record`` gives the same record back (a null value included). Seen from AMQP it comes
+  from exchange "" with the key as routing key (``x-amqp-exchange`` and
+  ``x-amqp-routing-key`` headers, if present, name them instead); its record headers are its
+  AMQP **headers table**, each value a long string (``S``; a null value is void ``V``; of a
+  repeated name the last one; names longer than 255 bytes, which AMQP cannot carry, are left
+  out), and it has no other property (delivery mode 0: transient). A null value is an empty
+  body. A message whose properties are rewritten (``replace_properties``) is an AMQP message.
+
+Names are UTF-8 with ``surrogateescape`` in both directions, so any bytes survive.
 """
-
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
+from dari.protocol.amqp.properties import (
+    BASIC_CLASS,
+    EMPTY_PROPERTIES,
+    decode_properties,
+    encode_properties,
+    headers_table,
+    parse_properties,
+    typed_headers,
+)
+from dari.protocol.amqp.table import Field, Table
 from dari.records.builder import NewRecord
 from dari.records.records import Record
+
+__all__ = [
+    "EMPTY_PROPERTIES",
+    "EXCHANGE_HEADER",
+    "PERSISTENT",
+    "PROPERTIES_HEADER",
+    "ROUTING_KEY_HEADER",
+    "Field",
+    "Message",
+    "encode_properties",
+    "header_marker",
+    "parse_properties",
+]
 
 EXCHANGE_HEADER = "x-amqp-exchange"
 ROUTING_KEY_HEADER = "x-amqp-routing-key"
 PROPERTIES_HEADER = "x-amqp-properties"
-EMPTY_PROPERTIES = b"\x00\x00"  # property flags word with no property present
 PERSISTENT = 2
-BASIC_CLASS_ID = 60
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
 _CONTENT_HEAD = struct.Struct(">HHQ")
-
-# The basic class's properties in flag order (bit 15 first): s = shortstr, t = table,
-# o = octet, q = 64-bit timestamp.
-_PROPERTY_KINDS = "sstoossssqssss"
-_DELIVERY_MODE, _PRIORITY, _EXPIRATION = 3, 4, 7
+_MAX_HEADER_NAME = 255  # an AMQP field name is a short string
 
 
 class Message(NamedTuple):
@@ -40,9 +73,11 @@ class Message(NamedTuple):
 
     A NamedTuple rather than a frozen dataclass: one is built per published message, and a
     frozen dataclass's ``__init__`` costs about three times as much. ``properties`` are the
-    raw AMQP property bytes; ``delivery_mode`` (2 = persistent),
-    ``priority`` and ``expiration`` (per-message TTL in ms, as the string AMQP carries) are
-    parsed from them. ``offset`` is the record offset in a durable queue's log, -1 elsewhere.
+    raw AMQP property bytes; ``delivery_mode`` (2 = persistent), ``priority`` and
+    ``expiration`` (per-message TTL in ms, as the string AMQP carries) are parsed from them.
+    ``offset`` is the record offset in a durable queue's log, -1 elsewhere. ``record`` is
+    the Kafka record a message was read from when that record is not an AMQP message (see
+    the module docstring), None for an AMQP message.
     """
 
     exchange: str
@@ -53,6 +88,7 @@ class Message(NamedTuple):
     priority: int | None = None
     expiration: str | None = None
     offset: int = -1
+    record: Record | None = None
 
     @classmethod
     def from_amqp(cls, exchange: str, routing_key: str, properties: bytes, body: bytes) -> Message:
@@ -70,12 +106,18 @@ class Message(NamedTuple):
         """Body bytes: what x-max-length-bytes counts, as RabbitMQ does."""
         return len(self.body)
 
+    @property
+    def key(self) -> bytes | None:
+        """The Kafka record key (None for an AMQP message)."""
+        return None if self.record is None else self.record.key
+
+    @property
+    def timestamp(self) -> int | None:
+        """The Kafka record timestamp in ms (None for an AMQP message)."""
+        return None if self.record is None else self.record.timestamp
+
     def with_offset(self, offset: int) -> Message:
         return self._replace(offset=offset)
-
-    def amqp_header(self) -> bytes:
-        """The whole content-header frame payload (class, weight, body size, properties)."""
-        return _CONTENT_HEAD.pack(BASIC_CLASS_ID, 0, len(self.body)) + self.properties
 
     def ttl_ms(self) -> int | None:
         """The per-message TTL; None when absent or not a non-negative integer (RabbitMQ
@@ -89,10 +131,46 @@ class Message(NamedTuple):
             return None
         return value if value >= 0 else None
 
+    # ---- AMQP properties ----------------------------------------------------------------------
+
+    def amqp_header(self) -> bytes:
+        """The whole content-header frame payload (class, weight, body size, properties)."""
+        return _CONTENT_HEAD.pack(BASIC_CLASS, 0, len(self.body)) + self.properties
+
+    @property
+    def headers(self) -> Table | None:
+        """The AMQP headers table as plain values (what a headers exchange routes on), or
+        None without one. Decoded on each access; raises ``AMQPError`` (502) if malformed."""
+        return headers_table(self.properties)
+
+    def typed_headers(self) -> dict[str, Field]:
+        """The AMQP headers with their wire types, ``{name: Field(tag, value)}`` (empty without
+        a headers table), in wire order: what re-encodes to exactly the same bytes."""
+        return typed_headers(self.properties)
+
+    def replace_properties(self, **fields: Any) -> Message:
+        """This message with AMQP properties replaced (a ``None`` value removes one), e.g.
+        ``replace_properties(headers=typed, expiration=None)``; ``headers`` may map names to
+        plain values or to ``Field``s, which keep their wire type. The others are kept
+        byte-for-byte. The result is a new AMQP message, not stored anywhere yet (offset -1, no
+        record identity)."""
+        properties = encode_properties(decode_properties(self.properties), **fields)
+        return Message.from_amqp(self.exchange, self.routing_key, properties, self.body)
+
     # ---- Kafka records ------------------------------------------------------------------------
 
     def to_record(self, timestamp_ms: int | None = None) -> NewRecord:
-        """The record this message is stored as (no key; body as value)."""
+        """The record this message is stored as, timestamped ``timestamp_ms`` (default: the
+        message's own ``timestamp``; None lets the batch stamp it)."""
+        record = self.record
+        if record is not None:
+            value = None if record.value is None and not self.body else self.body
+            return NewRecord(
+                record.key,
+                value,
+                record.headers,
+                record.timestamp if timestamp_ms is None else timestamp_ms,
+            )
         return NewRecord(
             None,
             self.body,
@@ -106,10 +184,8 @@ class Message(NamedTuple):
 
     @classmethod
     def from_record(cls, record: Record) -> Message:
-        """The message a record holds. Records from Kafka producers (no AMQP headers) become
-        messages with the record key as routing key and no properties."""
-        exchange = routing_key = None
-        properties = None
+        """The message a record holds (either shape of the module docstring)."""
+        exchange = routing_key = properties = None
         for name, value in record.headers:
             if name == EXCHANGE_HEADER:
                 exchange = value
@@ -119,115 +195,37 @@ class Message(NamedTuple):
                 properties = value
         if routing_key is None:
             routing_key = record.key
-        props = EMPTY_PROPERTIES if properties is None else bytes(properties)
-        delivery_mode, priority, expiration = parse_properties(props)
+        body = b"" if record.value is None else bytes(record.value)
+        if properties is not None:
+            props = bytes(properties)
+            delivery_mode, priority, expiration = parse_properties(props)
+            return cls(
+                _text(exchange), _text(routing_key), body, props, delivery_mode, priority,
+                expiration, record.offset,
+            )
         return cls(
-            _text(exchange),
-            _text(routing_key),
-            b"" if record.value is None else bytes(record.value),
-            props,
-            delivery_mode,
-            priority,
-            expiration,
-            record.offset,
+            _text(exchange), _text(routing_key), body, _headers_as_properties(record.headers),
+            0, None, None, record.offset, record,
         )
+
+
+def header_marker(name: str) -> bytes:
+    """How a header named ``name`` shows in property bytes: a substring test with it is a
+    cheap way to rule the header out for certain (a hit still needs ``typed_headers``)."""
+    data = name.encode("utf-8", "surrogateescape")
+    return bytes((len(data),)) + data
 
 
 def _text(data: bytes | None) -> str:
     return "" if data is None else bytes(data).decode("utf-8", "surrogateescape")
 
 
-_PARSED: dict[bytes, tuple[int, int | None, str | None]] = {}
-_PARSED_MAX = 4096
-
-
-def parse_properties(raw: bytes | bytearray | memoryview) -> tuple[int, int | None, str | None]:
-    """(delivery_mode, priority, expiration) from raw basic property bytes.
-
-    delivery_mode is 0 when absent. Raises ValueError when the bytes are not a well-formed
-    property list. Messages mostly repeat a few property blocks (every message read back from
-    a queue's log goes through here), so results are cached by the bytes.
-    """
-    key = raw if type(raw) is bytes else bytes(raw)
-    parsed = _PARSED.get(key)
-    if parsed is None:
-        parsed = _parse_properties(key)
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[key] = parsed
-    return parsed
-
-
-def _parse_properties(raw: bytes) -> tuple[int, int | None, str | None]:
-    if len(raw) < 2:
-        raise ValueError("property bytes shorter than the flags word")
-    (flags,) = _U16.unpack_from(raw, 0)
-    pos = 2
-    word = flags
-    while word & 1:  # continuation flag words (none are defined for the basic class)
-        if pos + 2 > len(raw):
-            raise ValueError("truncated property flags")
-        (word,) = _U16.unpack_from(raw, pos)
-        pos += 2
-    if not flags & 0xFFFE:
-        if pos != len(raw):
-            raise ValueError("trailing bytes after the property flags")
-        return 0, None, None
-    delivery_mode = 0
-    priority: int | None = None
-    expiration: str | None = None
-    try:
-        for index, kind in enumerate(_PROPERTY_KINDS):
-            if not flags & (1 << (15 - index)):
-                continue
-            if kind == "s":
-                end = pos + 1 + raw[pos]
-                if index == _EXPIRATION:
-                    expiration = bytes(raw[pos + 1 : end]).decode("utf-8", "surrogateescape")
-            elif kind == "o":
-                end = pos + 1
-                if index == _DELIVERY_MODE:
-                    delivery_mode = raw[pos]
-                elif index == _PRIORITY:
-                    priority = raw[pos]
-            elif kind == "q":
-                end = pos + 8
-            else:
-                end = pos + 4 + _U32.unpack_from(raw, pos)[0]
-            if end > len(raw):
-                raise ValueError(f"property {index} overruns the property bytes")
-            pos = end
-    except (IndexError, struct.error):
-        raise ValueError("truncated property list") from None
-    if pos != len(raw):
-        raise ValueError("trailing bytes after the property list")
-    return delivery_mode, priority, expiration
-
-
-def encode_properties(
-    *,
-    delivery_mode: int | None = None,
-    priority: int | None = None,
-    expiration: str | None = None,
-    content_type: str | None = None,
-    extra: Sequence[tuple[int, bytes]] = (),
-) -> bytes:
-    """Raw property bytes for a few common fields (tests, tools and bridged messages).
-
-    ``extra`` adds already-encoded values as (property index, bytes) pairs.
-    """
-    values: dict[int, bytes] = dict(extra)
-    if content_type is not None:
-        data = content_type.encode()
-        values[0] = bytes([len(data)]) + data
-    if delivery_mode is not None:
-        values[_DELIVERY_MODE] = bytes([delivery_mode])
-    if priority is not None:
-        values[_PRIORITY] = bytes([priority])
-    if expiration is not None:
-        data = expiration.encode()
-        values[_EXPIRATION] = bytes([len(data)]) + data
-    flags = 0
-    for index in values:
-        flags |= 1 << (15 - index)
-    return _U16.pack(flags) + b"".join(values[i] for i in sorted(values))
+def _headers_as_properties(headers: Iterable[tuple[str, bytes | None]]) -> bytes:
+    """AMQP property bytes holding a Kafka record's headers as the headers table."""
+    table = {
+        name: Field("V", None) if value is None else Field("S", bytes(value))
+        for name, value in headers
+        if name not in (EXCHANGE_HEADER, ROUTING_KEY_HEADER)
+        and len(name.encode("utf-8", "surrogateescape")) <= _MAX_HEADER_NAME
+    }
+    return encode_properties(headers=table) if table else EMPTY_PROPERTIES

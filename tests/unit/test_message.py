@@ -1,37 +1,27 @@
-"""Message: property parsing and the lossless record conversion."""
+"""Message: the AMQP property API and the lossless record conversions in both directions."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dari.message import EMPTY_PROPERTIES, Message, encode_properties, parse_properties
+from dari.message import EMPTY_PROPERTIES, Field, Message, encode_properties, header_marker
+from dari.protocol.amqp.properties import ContentHeader
 from dari.records import build_batch, iter_records
 from dari.records.builder import NewRecord
+from dari.records.records import Record
+
+
+def _stored(record: NewRecord, offset: int = 0) -> Record:
+    return next(iter_records(build_batch([record], base_offset=offset, now_ms=999)))
 
 
 def _roundtrip(record: NewRecord, offset: int = 0) -> Message:
-    return Message.from_record(next(iter_records(build_batch([record], base_offset=offset))))
+    return Message.from_record(_stored(record, offset))
 
 
-def test_properties_parse_the_fields_the_queue_needs() -> None:
-    raw = encode_properties(
-        content_type="application/json", delivery_mode=2, priority=7, expiration="1500"
-    )
-    assert parse_properties(raw) == (2, 7, "1500")
-    assert parse_properties(EMPTY_PROPERTIES) == (0, None, None)
-
-
-def test_properties_with_headers_table_and_timestamp_are_walked() -> None:
-    table = b"\x00\x00\x00\x06" + b"\x01aS\x00\x00\x00\x00"[:6]
-    timestamp = (1_700_000_000).to_bytes(8, "big")
-    raw = encode_properties(delivery_mode=1, extra=[(2, table), (9, timestamp)])
-    assert parse_properties(raw) == (1, None, None)
-
-
-@pytest.mark.parametrize("raw", [b"", b"\x10", b"\x10\x00", b"\x01\x00\x04ab", b"\x00\x00x"])
-def test_malformed_properties_raise(raw: bytes) -> None:
-    with pytest.raises(ValueError):
-        parse_properties(raw)
+# -- AMQP message -> record -> message --------------------------------------------------------
 
 
 def test_message_record_roundtrip_is_lossless() -> None:
@@ -43,23 +33,155 @@ def test_message_record_roundtrip_is_lossless() -> None:
     assert back.persistent and back.ttl_ms() == 60000
 
 
+def test_amqp_message_record_has_the_three_headers_and_no_key() -> None:
+    message = Message.from_amqp("ex", "rk", encode_properties(priority=3), b"b")
+    record = message.to_record(7)
+    assert record.key is None and record.value == b"b" and record.timestamp == 7
+    assert record.headers == (
+        ("x-amqp-exchange", b"ex"),
+        ("x-amqp-routing-key", b"rk"),
+        ("x-amqp-properties", message.properties),
+    )
+
+
 def test_empty_body_and_names_roundtrip() -> None:
     message = Message("", "", b"")
     assert _roundtrip(message.to_record()) == message.with_offset(0)
+    assert (message.key, message.timestamp, message.record) == (None, None, None)
 
 
-def test_kafka_record_without_amqp_headers_becomes_a_plain_message() -> None:
-    back = _roundtrip(NewRecord(b"key-1", b"payload", (("trace", b"x"),)), offset=5)
+def test_names_that_are_not_utf8_roundtrip() -> None:
+    message = Message("\udcff", "k\udcfe", b"x")
+    assert _roundtrip(message.to_record(1)) == message.with_offset(0)
+
+
+# -- Kafka record -> message -> record --------------------------------------------------------
+
+
+def test_kafka_record_becomes_a_message_with_its_headers_as_amqp_headers() -> None:
+    back = _roundtrip(NewRecord(b"key-1", b"payload", (("trace", b"x"),), 5_000), offset=5)
     assert (back.exchange, back.routing_key, back.body) == ("", "key-1", b"payload")
-    assert back.properties == EMPTY_PROPERTIES and back.delivery_mode == 0
-    assert back.offset == 5
+    assert (back.key, back.timestamp, back.offset) == (b"key-1", 5_000, 5)
+    assert back.record is not None and back.record.headers == (("trace", b"x"),)
+    assert back.headers == {"trace": "x"}
+    assert back.typed_headers() == {"trace": Field("S", b"x")}
+    assert back.delivery_mode == 0 and back.priority is None and back.expiration is None
+    assert ContentHeader(back.amqp_header()).headers == {"trace": "x"}  # what a consumer gets
+
+
+def test_kafka_record_without_headers_has_no_properties() -> None:
+    back = _roundtrip(NewRecord(None, b"v", ()))
+    assert back.properties == EMPTY_PROPERTIES and back.headers is None
+    assert (back.routing_key, back.key, back.timestamp) == ("", None, 999)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        NewRecord(b"k", b"v", (("a", b"1"), ("b", None), ("a", b"\xff\x00")), 1_700_000_000_123),
+        NewRecord(None, None, (), 1),
+        NewRecord(b"", b"", (("x-amqp-exchange", b"ex"), ("n" * 300, b"long")), 2),
+        NewRecord(b"\xff\xfe", b"bin", (("h", b""),), 3),
+    ],
+)
+def test_kafka_record_message_record_keeps_key_value_headers_and_timestamp(
+    record: NewRecord,
+) -> None:
+    original = _stored(record)
+    again = _stored(Message.from_record(original).to_record())
+    assert (again.key, again.value, again.headers, again.timestamp) == (
+        original.key, original.value, original.headers, original.timestamp,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.none() | st.binary(max_size=20),
+    st.none() | st.binary(max_size=50),
+    st.lists(st.tuples(st.text(max_size=10), st.none() | st.binary(max_size=10)), max_size=5),
+    st.integers(0, 2**41),
+)
+def test_any_kafka_record_survives_the_message(key, value, headers, timestamp) -> None:
+    original = _stored(NewRecord(key, value, tuple(headers), timestamp))
+    message = Message.from_record(original)
+    again = _stored(message.to_record())
+    assert (again.key, again.value, again.headers, again.timestamp) == (
+        original.key, original.value, original.headers, original.timestamp,
+    )
+    assert message.typed_headers() == {
+        name: Field("V", None) if data is None else Field("S", data) for name, data in headers
+    }
+
+
+def test_kafka_headers_in_the_amqp_view() -> None:
+    """Repeated names: the last value; null: void; names AMQP cannot carry are left out;
+    x-amqp-exchange/-routing-key name the exchange and routing key instead."""
+    record = NewRecord(
+        b"k",
+        b"v",
+        (
+            ("a", b"1"),
+            ("b", None),
+            ("a", b"2"),
+            ("n" * 256, b"too long"),
+            ("x-amqp-exchange", b"ex"),
+            ("x-amqp-routing-key", b"rk"),
+        ),
+    )
+    back = _roundtrip(record)
+    assert back.typed_headers() == {"a": Field("S", b"2"), "b": Field("V", None)}
+    assert (back.exchange, back.routing_key) == ("ex", "rk")
+
+
+def test_an_explicit_timestamp_overrides_the_records_own() -> None:
+    message = _roundtrip(NewRecord(b"k", b"v", (), 10))
+    assert message.to_record().timestamp == 10
+    assert message.to_record(20).timestamp == 20
+
+
+# -- AMQP properties through the message --------------------------------------------------------
 
 
 def test_amqp_header_matches_the_protocol_codec() -> None:
-    fastpath = pytest.importorskip("dari.protocol.amqp.fastpath")
     props = encode_properties(delivery_mode=2, priority=1)
     message = Message.from_amqp("", "q", props, b"12345")
-    header = fastpath.ContentHeader(message.amqp_header())
+    header = ContentHeader(message.amqp_header())
     assert header.body_size == 5
     assert header.raw_properties == props
     assert header.delivery_mode == 2 and header.priority == 1
+
+
+def test_headers_plain_and_typed() -> None:
+    props = encode_properties(headers={"n": Field("l", 5), "s": "text"})
+    message = Message.from_amqp("", "q", props, b"")
+    assert message.headers == {"n": 5, "s": "text"}
+    assert message.typed_headers() == {"n": Field("l", 5), "s": Field("S", b"text")}
+    assert Message("", "q", b"").headers is None and Message("", "q", b"").typed_headers() == {}
+
+
+def test_replace_properties_rewrites_only_what_is_named() -> None:
+    props = encode_properties(
+        content_type="a/b", delivery_mode=2, expiration="100", headers={"keep": "me"}
+    )
+    message = Message.from_amqp("ex", "rk", props, b"body").with_offset(9)
+    new = message.replace_properties(headers={**message.typed_headers(), "n": 1}, expiration=None)
+    assert (new.exchange, new.routing_key, new.body, new.offset) == ("ex", "rk", b"body", -1)
+    assert new.properties == encode_properties(
+        content_type="a/b", delivery_mode=2, headers={"keep": "me", "n": 1}
+    )
+    assert (new.delivery_mode, new.expiration) == (2, None)
+    assert message.replace_properties().properties == props, "untouched fields kept verbatim"
+
+
+def test_a_rewritten_kafka_message_becomes_an_amqp_message() -> None:
+    message = _roundtrip(NewRecord(b"k", b"v", (("h", b"1"),), 5))
+    new = message.replace_properties(priority=4)
+    assert new.record is None and new.key is None and new.timestamp is None
+    assert new.headers == {"h": "1"} and new.priority == 4
+    assert _roundtrip(new.to_record()) == new.with_offset(0)
+
+
+def test_header_marker_rules_a_header_out() -> None:
+    with_cc = encode_properties(headers={"CC": ["a"]})
+    assert header_marker("CC") in with_cc
+    assert header_marker("CC") not in encode_properties(headers={"C": "C"})

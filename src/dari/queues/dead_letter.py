@@ -21,22 +21,19 @@ grouping of pre-3.5 histories folds them without reversing the result).
 
 ``is_cycle`` is RabbitMQ's cycle detection: a message dead-lettered for an automatic reason
 (expired, maxlen) back into a queue it already died in, with no rejection since, is dropped.
-Pure functions; nothing here touches a queue.
+Pure functions over ``Message`` (its typed headers in, ``replace_properties`` out); nothing
+here touches a queue or a wire codec.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dari.message import Message
-from dari.protocol.amqp.fastpath import ContentHeader, encode_properties
-from dari.protocol.amqp.table import Field, Table
+from dari.message import Field, Message
 
 REJECTED = "rejected"
 X_DEATH = "x-death"
-_HEAD = b"\x00\x3c\x00\x00" + bytes(8)  # class 60, weight 0, body size 0: only props matter
 
 _Typed = dict[str, Field]
 
@@ -55,8 +52,7 @@ def record_death(
     ``reason`` is rejected, expired, maxlen or delivery_limit; ``now_s`` the time in seconds;
     ``routing_key`` the queue's x-dead-letter-routing-key (None keeps the message's own).
     """
-    header = ContentHeader(_HEAD + message.properties)
-    headers = _typed_headers(header)
+    headers = _typed_headers(message)
     routing_keys = [Field("S", _b(message.routing_key))]
     routing_keys += [v for v in _array(headers.get("CC")) if v.tag == "S"]
     info: _Typed = {
@@ -71,12 +67,9 @@ def record_death(
     headers = _update_x_death(headers, info)
     if routing_key is not None:
         headers.pop("CC", None)
-    props = dataclasses.replace(header.properties(), headers=headers, expiration=None)
-    return Message.from_amqp(
-        exchange,
-        message.routing_key if routing_key is None else routing_key,
-        encode_properties(props),
-        message.body,
+    dead = message.replace_properties(headers=headers, expiration=None)
+    return dead._replace(
+        exchange=exchange, routing_key=message.routing_key if routing_key is None else routing_key
     )
 
 
@@ -84,7 +77,7 @@ def is_cycle(message: Message, queue: str) -> bool:
     """True when routing the dead-lettered ``message`` to ``queue`` closes a fully automatic
     cycle: ``queue`` is in its x-death history and no death since then (that one included)
     was a rejection. Call it only for deaths not caused by a rejection."""
-    deaths = _array(_typed_headers(ContentHeader(_HEAD + message.properties)).get(X_DEATH))
+    deaths = _array(_typed_headers(message).get(X_DEATH))
     name = _b(queue)
     for index, death in enumerate(deaths):
         if death.tag == "F" and death.value.get("queue") == Field("S", name):
@@ -95,9 +88,9 @@ def is_cycle(message: Message, queue: str) -> bool:
     return False
 
 
-def headers_of(message: Message) -> Table | None:
+def headers_of(message: Message) -> Mapping[str, Any] | None:
     """The message's headers as plain values (what a headers exchange routes on)."""
-    return ContentHeader(_HEAD + message.properties).headers
+    return message.headers
 
 
 # ---- x-death ----------------------------------------------------------------------------------
@@ -171,13 +164,10 @@ def _increment(death: Mapping[str, Field]) -> _Typed:
 # ---- field helpers -----------------------------------------------------------------------------
 
 
-def _typed_headers(header: ContentHeader) -> _Typed:
+def _typed_headers(message: Message) -> _Typed:
     """The headers with wire types, normalised as RabbitMQ's decode/encode round trip leaves
     them (``L`` -> ``l``, booleans 0/1)."""
-    table = header.headers
-    if table is None:
-        return {}
-    return {k: _normalise(v) for k, v in table.typed().items()}
+    return {k: _normalise(v) for k, v in message.typed_headers().items()}
 
 
 def _normalise(field: Field) -> Field:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dari.message import Message
-from dari.protocol.amqp.fastpath import ContentHeader, Properties, encode_properties
-from dari.protocol.amqp.table import Field
+from dari.message import Field, Message, encode_properties
+from dari.protocol.amqp.properties import decode_properties
 from dari.queues.dead_letter import headers_of, is_cycle, record_death
-
-_HEAD = b"\x00\x3c\x00\x00" + bytes(8)
 
 # A message published to exchange "dl-golden-in" with key "rk", headers {CC: [cc1], b: 1},
 # expiration 60000 and correlation id "c", rejected from "dl-golden-src" (DLX "dl-golden-dlx",
@@ -61,7 +58,7 @@ def _typed(message: Message) -> dict[str, Field]:
 
 
 def _message(headers: object = None, *, expiration: str | None = None, **kw: object) -> Message:
-    props = encode_properties(Properties(headers=headers, expiration=expiration))
+    props = encode_properties(headers=headers, expiration=expiration)
     return Message.from_amqp(str(kw.get("exchange", "in")), str(kw.get("rk", "rk")), props, b"b")
 
 
@@ -107,7 +104,7 @@ def test_repeated_death_moves_to_front_with_count() -> None:
 def test_per_message_ttl_becomes_original_expiration() -> None:
     dead = record_death(_message(expiration="250"), "q", "expired", 5, exchange="dlx")
     assert dead.expiration is None
-    assert ContentHeader(_HEAD + dead.properties).expiration is None
+    assert decode_properties(dead.properties).expiration is None
     (death,) = _typed(dead)["x-death"].value
     assert death.value["original-expiration"] == Field("S", b"250")
     assert list(death.value) == [

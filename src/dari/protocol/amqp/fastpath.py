@@ -1,5 +1,5 @@
-"""Hand-written codecs for the per-message methods: publish, content header, deliver,
-get-ok, return, ack, nack, reject.
+"""Hand-written codecs for the per-message methods: publish, deliver, get-ok, return, ack,
+nack, reject.
 
 pamqp spends ~13 µs to unmarshal one publish+header+body and ~13 µs to marshal one deliver;
 these struct-based codecs do each in about a microsecond, which is what lets one core reach
@@ -8,17 +8,24 @@ RabbitMQ-class message rates. Every other method goes through ``dari.protocol.am
 The content header is *not* re-encoded on the way through the broker: ``ContentHeader.raw``
 holds the header frame payload exactly as the publisher sent it and ``encode_deliver`` (and
 friends) forward it byte-for-byte; only the fields the broker needs are parsed, on demand.
+The content header and property codec is ``dari.protocol.amqp.properties``; its names are
+re-exported here, where the connection and the package import them from.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from dari.protocol.amqp.errors import FrameError
 from dari.protocol.amqp.framing import FRAME_OVERHEAD
-from dari.protocol.amqp.table import Table, decode_table, encode_table
+from dari.protocol.amqp.properties import (
+    BASIC_CLASS,
+    ContentHeader,
+    Properties,
+    encode_content_header,
+    encode_properties,
+)
 
 __all__ = [
     "ACK",
@@ -49,7 +56,6 @@ __all__ = [
     "encode_return",
 ]
 
-BASIC_CLASS = 60
 # Method indexes: class_id << 16 | method_id, as read by one ">I" from a method payload.
 PUBLISH = 0x003C0028
 RETURN = 0x003C0032
@@ -61,12 +67,9 @@ NACK = 0x003C0078
 
 _HEAD = struct.Struct(">BHI")
 _U8 = struct.Struct(">B")
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _TAG_BITS = struct.Struct(">QB")
 _METHOD_TAG_BITS = struct.Struct(">IQB")
-_CONTENT_HEAD = struct.Struct(">HHQH")
+_HEAD12 = struct.Struct(">HHQ")  # content header: class id, weight, body size
 _DELIVER_HEAD = struct.Struct(">BHIIB")  # frame head + method index + consumer-tag length
 _MAX_BODY_SIZE = 2**63 - 1
 
@@ -150,259 +153,6 @@ def decode_nack(payload: Any) -> Nack:
 def decode_reject(payload: Any) -> Reject:
     tag, bits = _tag_bits(payload, REJECT, "basic.reject")
     return Reject(tag, bool(bits & 1))
-
-
-# -- content header -----------------------------------------------------------------------
-
-# (name, flag bit, kind) in wire order; kinds: s = shortstr, o = octet, q = u64, t = table
-_PROPERTIES = (
-    ("content_type", 1 << 15, "s"),
-    ("content_encoding", 1 << 14, "s"),
-    ("headers", 1 << 13, "t"),
-    ("delivery_mode", 1 << 12, "o"),
-    ("priority", 1 << 11, "o"),
-    ("correlation_id", 1 << 10, "s"),
-    ("reply_to", 1 << 9, "s"),
-    ("expiration", 1 << 8, "s"),
-    ("message_id", 1 << 7, "s"),
-    ("timestamp", 1 << 6, "q"),
-    ("type", 1 << 5, "s"),
-    ("user_id", 1 << 4, "s"),
-    ("app_id", 1 << 3, "s"),
-    ("cluster_id", 1 << 2, "s"),
-)
-_KNOWN_FLAGS = sum(bit for _n, bit, _k in _PROPERTIES)
-_KIND = {name: kind for name, _bit, kind in _PROPERTIES}
-_PLANS: dict[int, tuple[tuple[str, str], ...]] = {}  # flags -> present (name, kind)
-
-
-@dataclass(frozen=True, slots=True)
-class Properties:
-    """All basic properties, for building a new content header (e.g. when dead-lettering
-    adds ``x-death``); ``headers`` may be a decoded ``Table`` (written back verbatim) or any
-    mapping (encoded with ``encode_table``)."""
-
-    content_type: str | None = None
-    content_encoding: str | None = None
-    headers: Any = None
-    delivery_mode: int | None = None
-    priority: int | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    expiration: str | None = None
-    message_id: str | None = None
-    timestamp: int | None = None
-    type: str | None = None
-    user_id: str | None = None
-    app_id: str | None = None
-    cluster_id: str | None = None
-
-
-_HEAD12 = struct.Struct(">HHQ")
-# property bytes (flags onwards) -> (flags, spans) of headers already validated once
-_LAYOUTS: dict[bytes, tuple[int, dict[str, tuple[int, int]] | None]] = {}
-_LAYOUTS_MAX = 4096
-
-
-class ContentHeader:
-    """A received content header: the raw frame payload plus lazily parsed fields.
-
-    ``raw`` (bytes) is what gets forwarded to consumers. ``class_id``, ``body_size`` and
-    ``flags`` are read on construction, which also walks the property list once to validate
-    it (a malformed header raises ``FrameError``) and records where each field lies; values
-    are decoded on first access. ``headers`` decodes the table on first access and may raise
-    ``AMQPError`` (502) if its contents are malformed. Immutable once built; no thread-safety
-    concerns beyond that.
-    """
-
-    __slots__ = (
-        "_headers", "_spans", "body_size", "class_id", "flags", "raw", "raw_properties", "weight",
-    )
-
-    def __init__(self, raw: bytes | bytearray | memoryview) -> None:
-        self.raw = raw if type(raw) is bytes else bytes(raw)
-        # the property flags and values (what a message stores and consumers get)
-        self.raw_properties = self.raw[12:]
-        # Publishers mostly repeat one property block: reuse its validated layout.
-        cached = _LAYOUTS.get(self.raw_properties)
-        if cached is not None:
-            self.class_id, self.weight, self.body_size = _HEAD12.unpack_from(self.raw, 0)
-            self.flags, self._spans = cached
-            self._headers = _UNSET
-            return
-        try:
-            self.class_id, self.weight, self.body_size, flags = _CONTENT_HEAD.unpack_from(
-                self.raw, 0
-            )
-        except struct.error:
-            raise FrameError("truncated content header") from None
-        pos = 14
-        word = flags
-        while word & 1:
-            # A continuation word: basic has only 14 properties, so it must carry no flags.
-            if pos + 2 > len(self.raw):
-                raise FrameError("truncated content header property flags")
-            (word,) = _U16.unpack_from(self.raw, pos)
-            pos += 2
-            if word & 0xFFFE:
-                raise FrameError("content header property flags beyond the basic class")
-        flags &= 0xFFFE
-        if flags & ~_KNOWN_FLAGS:
-            raise FrameError("content header with unknown property flags")
-        self.flags = flags
-        self._headers: Any = _UNSET
-        if flags:
-            self._spans: dict[str, tuple[int, int]] | None = self._scan(pos)
-        else:
-            self._spans = None
-            if pos != len(self.raw):
-                raise FrameError("trailing bytes after content header properties")
-        if len(_LAYOUTS) < _LAYOUTS_MAX:
-            _LAYOUTS[self.raw_properties] = (self.flags, self._spans)
-
-    def _scan(self, pos: int) -> dict[str, tuple[int, int]]:
-        """Offsets (start, end) of each present property's value."""
-        raw = self.raw
-        spans = {}
-        plan = _PLANS.get(self.flags)
-        if plan is None:
-            plan = _PLANS[self.flags] = tuple(
-                (name, kind) for name, bit, kind in _PROPERTIES if self.flags & bit
-            )
-        try:
-            for name, kind in plan:
-                if kind == "s":
-                    start = pos + 1
-                    end = start + raw[pos]
-                elif kind == "o":
-                    start, end = pos, pos + 1
-                elif kind == "q":
-                    start, end = pos, pos + 8
-                else:
-                    start, end = pos, pos + 4 + _U32.unpack_from(raw, pos)[0]
-                spans[name] = (start, end)
-                pos = end
-        except (IndexError, struct.error):
-            raise FrameError("truncated content header properties") from None
-        if pos != len(raw):
-            raise FrameError(
-                "truncated content header properties"
-                if pos > len(raw)
-                else "trailing bytes after content header properties"
-            )
-        return spans
-
-    def _get(self, name: str) -> Any:
-        spans = self._spans
-        if spans is None or name not in spans:
-            return None
-        start, end = spans[name]
-        kind = _KIND[name]
-        if kind == "o":
-            return self.raw[start]
-        if kind == "q":
-            return _U64.unpack_from(self.raw, start)[0]
-        return self.raw[start:end].decode("utf-8", "surrogateescape")
-
-    @property
-    def delivery_mode(self) -> int | None:
-        return self._get("delivery_mode")
-
-    @property
-    def persistent(self) -> bool:
-        return self._get("delivery_mode") == 2
-
-    @property
-    def priority(self) -> int | None:
-        return self._get("priority")
-
-    @property
-    def expiration(self) -> str | None:
-        return self._get("expiration")
-
-    @property
-    def reply_to(self) -> str | None:
-        return self._get("reply_to")
-
-    @property
-    def correlation_id(self) -> str | None:
-        return self._get("correlation_id")
-
-    @property
-    def message_id(self) -> str | None:
-        return self._get("message_id")
-
-    @property
-    def user_id(self) -> str | None:
-        return self._get("user_id")
-
-    @property
-    def timestamp(self) -> int | None:
-        return self._get("timestamp")
-
-    @property
-    def content_type(self) -> str | None:
-        return self._get("content_type")
-
-    @property
-    def headers(self) -> Table | None:
-        """The headers table (plain values; ``.typed()`` for wire types), or None."""
-        if self._headers is _UNSET:
-            span = self._spans.get("headers") if self._spans else None
-            self._headers = decode_table(self.raw, span[0])[0] if span else None
-        return self._headers
-
-    def properties(self) -> Properties:
-        """Every property decoded (headers included)."""
-        values = {name: self._get(name) for name, _bit, kind in _PROPERTIES if kind != "t"}
-        return Properties(headers=self.headers, **values)
-
-    def __repr__(self) -> str:
-        return (
-            f"ContentHeader(class_id={self.class_id}, body_size={self.body_size}, raw={self.raw!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ContentHeader) and other.raw == self.raw
-
-    def __hash__(self) -> int:
-        return hash(self.raw)
-
-
-_UNSET = object()
-
-
-def _shortstr(value: str | bytes) -> bytes:
-    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
-    if len(data) > 255:
-        raise ValueError(f"short string longer than 255 bytes: {value!r}")
-    return _U8.pack(len(data)) + data
-
-
-def encode_properties(props: Properties) -> bytes:
-    """Property flags and values as they follow class/weight/body-size in a header frame."""
-    flags = 0
-    parts = [b""]
-    for name, bit, kind in _PROPERTIES:
-        value = getattr(props, name)
-        if value is None:
-            continue
-        flags |= bit
-        if kind == "s":
-            parts.append(_shortstr(value))
-        elif kind == "o":
-            parts.append(_U8.pack(value))
-        elif kind == "q":
-            parts.append(_U64.pack(value))
-        else:
-            parts.append(encode_table(value))
-    parts[0] = _U16.pack(flags)
-    return b"".join(parts)
-
-
-def encode_content_header(body_size: int, props: Properties, class_id: int = BASIC_CLASS) -> bytes:
-    """A content header frame *payload* (wrap it with ``ContentHeader`` to forward it)."""
-    return struct.pack(">HHQ", class_id, 0, body_size) + encode_properties(props)
 
 
 # -- outbound messages ----------------------------------------------------------------------

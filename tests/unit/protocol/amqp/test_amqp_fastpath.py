@@ -131,77 +131,7 @@ def test_truncated_ack_is_a_frame_error():
         decode_ack(b"\x00\x3c\x00\x50\x00\x00")
 
 
-# -- content header -------------------------------------------------------------------------
-
-short = st.text(max_size=20)
-pamqp_properties = st.builds(
-    commands.Basic.Properties,
-    content_type=st.none() | short,
-    content_encoding=st.none() | short,
-    headers=st.none() | st.dictionaries(st.text(min_size=1, max_size=8), st.integers(0, 10**6)),
-    delivery_mode=st.none() | st.sampled_from([1, 2]),
-    priority=st.none() | st.integers(0, 255),
-    correlation_id=st.none() | short,
-    reply_to=st.none() | short,
-    expiration=st.none() | st.integers(0, 10**9).map(str),
-    message_id=st.none() | short,
-    message_type=st.none() | short,
-    user_id=st.none() | short,
-    app_id=st.none() | short,
-)
-
-
-def _empty_to_none(value):
-    return None if value in ("", {}) else value
-
-
-@settings(max_examples=200, deadline=None)
-@given(pamqp_properties, st.integers(0, 2**40))
-def test_content_header_from_pamqp(props, body_size):
-    raw = payload(pframe.marshal(pheader.ContentHeader(0, body_size, props), 1))
-    header = ContentHeader(raw)
-    assert (header.class_id, header.body_size, header.raw) == (60, body_size, raw)
-    assert header.delivery_mode == props.delivery_mode
-    assert header.priority == props.priority
-    assert header.expiration == _empty_to_none(props.expiration)
-    assert header.reply_to == _empty_to_none(props.reply_to)
-    assert header.correlation_id == _empty_to_none(props.correlation_id)
-    assert header.message_id == _empty_to_none(props.message_id)
-    assert header.user_id == _empty_to_none(props.user_id)
-    assert (header.headers or None) == _empty_to_none(props.headers)
-    full = header.properties()
-    assert full.type == _empty_to_none(props.message_type)
-    assert full.app_id == _empty_to_none(props.app_id)
-    # Re-encoding the decoded properties reproduces the bytes.
-    assert encode_content_header(body_size, full) == raw
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.builds(
-        Properties,
-        content_type=st.none() | short,
-        headers=st.none() | st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=5)),
-        delivery_mode=st.none() | st.sampled_from([1, 2]),
-        priority=st.none() | st.integers(0, 9),
-        correlation_id=st.none() | short.filter(bool),
-        timestamp=st.none() | st.integers(0, 2**32),
-        type=st.none() | short.filter(bool),
-    ),
-    st.integers(0, 10**6),
-)
-def test_encoded_content_header_decodes_in_pamqp(props, body_size):
-    data = pframe.marshal(pheader.ContentHeader(0, 0), 1)  # just to have pamqp imported right
-    assert data
-    raw = encode_content_header(body_size, props)
-    [(_ch, header)] = pamqp_frames(b"\x02\x00\x01" + len(raw).to_bytes(4, "big") + raw + b"\xce")
-    assert header.body_size == body_size
-    assert header.properties.delivery_mode == props.delivery_mode
-    assert header.properties.priority == props.priority
-    assert header.properties.content_type == props.content_type
-    assert header.properties.correlation_id == props.correlation_id
-    assert header.properties.message_type == props.type
-    assert (header.properties.headers or None) == (props.headers or None)
+# -- content header (forwarded) --------------------------------------------------------------
 
 
 def test_content_header_from_pika_with_exotic_header_types_is_kept_verbatim():
@@ -244,23 +174,6 @@ def test_content_header_from_pika_with_exotic_header_types_is_kept_verbatim():
     assert decoded[1].properties.headers == props.headers
     assert decoded[1].properties.correlation_id == "c-1"
     assert decoded[2].fragment == b"hello world"
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"\x00\x3c\x00\x00",  # shorter than class/weight/size/flags
-        b"\x00\x3c\x00\x00" + bytes(8) + b"\x80\x00",  # content_type flagged, missing
-        b"\x00\x3c\x00\x00" + bytes(8) + b"\x80\x00\x05ab",  # content_type truncated
-        b"\x00\x3c\x00\x00" + bytes(8) + b"\x00\x00extra",  # trailing bytes
-        b"\x00\x3c\x00\x00" + bytes(8) + b"\x00\x02",  # unknown flag bit
-        b"\x00\x3c\x00\x00" + bytes(8) + b"\x20\x00\x00\x00\x00\x09",  # headers too long
-        b"\x00\x3c\x00\x00" + bytes(8) + b"\x00\x01\x80\x00",  # flags beyond basic
-    ],
-)
-def test_malformed_content_headers_are_frame_errors(raw):
-    with pytest.raises(FrameError):
-        ContentHeader(raw)
 
 
 # -- deliver / get-ok / return ----------------------------------------------------------------
