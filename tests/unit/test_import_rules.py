@@ -79,7 +79,6 @@ def layer(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: the redesign lands in steps")
 def test_layers_import_only_what_they_may() -> None:
     broken = []
     for path in source_files():
