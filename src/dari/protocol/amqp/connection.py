@@ -787,8 +787,15 @@ class AMQPConnection:
 
     def send_deliveries(self, channel: int, parts: list[bytes]) -> bytes:
         """A batch of deliveries appended to ``parts`` by this channel's ``deliver_encoder``:
-        the bytes to write, if deliveries may still be sent on ``channel``."""
-        self._check_open(channel, "basic.deliver")
+        the bytes to write, if deliveries may still be sent on ``channel``. (The check is
+        ``_check_open`` inlined: with consumers sharing a queue a batch is one message.)"""
+        ch = self._channels.get(channel)
+        if (
+            ch is None
+            or ch.state is not ChannelState.OPEN
+            or self.state is not ConnectionState.OPEN
+        ):
+            raise LocalProtocolError(f"cannot send basic.deliver on channel {channel}: not open")
         return b"".join(parts)
 
     def send_get_ok(
