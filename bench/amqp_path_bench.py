@@ -1,13 +1,14 @@
 """Per-message CPU cost of dari's whole AMQP server path, without sockets.
 
 ``python -m bench.amqp_path_bench [--messages 300000] [--batch 400] [--prefetch 1000]
-[--no-ack] [--persistent] [--profile]``
+[--no-ack] [--persistent] [--confirm] [--profile]``
 
 Two ``AMQPServerConnection`` objects (a publisher and a consumer) run on in-memory transports
 inside one event loop: each "read" hands the publisher connection ``--batch`` pre-encoded
 publish + header + body triples (a typical 64 KiB socket read of 100 B messages), the consumer
 connection answers every batch of deliveries it was written with one ``basic.ack
-multiple=true``, as the socket load generator of ``bench.amqp_bench`` does. What is left is
+multiple=true``, as the socket load generator of ``bench.amqp_bench`` does (``--confirm``: the
+publisher's channel is in confirm mode, one ``ack multiple`` per read). What is left is
 exactly the broker's own work per message: framing, publish decode, routing, enqueue,
 dispatch, deliver encode and ack handling. It complements ``bench.amqp_bench`` (which measures
 against RabbitMQ over TCP) by being quiet enough to compare two commits of the hot path.
@@ -119,6 +120,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             commands.Basic.Qos(prefetch_count=args.prefetch),
             commands.Basic.Consume(queue=queue, no_ack=args.no_ack),
         )))
+        if args.confirm:
+            pub.data_received(pframe.marshal(commands.Confirm.Select(), 1))
         await asyncio.sleep(0)
         pub_t.take()
         sub_t.take()
@@ -132,6 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         for _ in range(reads):
             pub.data_received(chunk)
             await asyncio.sleep(0)  # the end-of-turn flush
+            pub_t.chunks.clear()  # publisher confirms, if any
             out = sub_t.take()
             count, last = _deliveries(out)
             received += count
@@ -171,6 +175,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--no-ack", action="store_true")
     parser.add_argument("--persistent", action="store_true")
+    parser.add_argument("--confirm", action="store_true", help="publish in confirm mode")
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
     args = parser.parse_args()
     import uvloop

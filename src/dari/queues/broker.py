@@ -73,18 +73,6 @@ class User:
         return FULL if vhost in self.vhosts or "*" in self.vhosts else NO_ACCESS
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerVHost:
-    """One vhost as the broker hands it out: its routing model, and ``queues``, a read-only
-    live view of the queues registered in it (the vhost's own registry, not a copy)."""
-
-    vhost: VirtualHost
-
-    @property
-    def queues(self) -> Mapping[str, Queue]:
-        return cast("Mapping[str, Queue]", self.vhost.queue_table)
-
-
 class Expired(NamedTuple):
     """What one ``tick`` expired: messages dropped (and dead-lettered) at the head of their
     queues, and the queues deleted for x-expires, as (vhost, queue name)."""
@@ -114,7 +102,7 @@ class AMQPBroker:
         # ready message bytes a queue keeps in memory before paging to a log
         self.queue_memory_bytes = queue_memory_bytes
         self.users = dict(users)
-        self.vhosts = {name: BrokerVHost(VirtualHost(name)) for name in vhosts}
+        self.vhosts = {name: VirtualHost(name) for name in vhosts}
         self.definitions = DefinitionsStore(data_dir / ".meta" / "amqp")
         self._clock = clock  # seconds, as time.time; queues read it for TTL and x-expires
         self._queue_dir = data_dir / ".queues"
@@ -122,22 +110,21 @@ class AMQPBroker:
         self._scratch_dir = data_dir / ".scratch"
 
     def vhost(self, name: str) -> VirtualHost:
-        return self.vhosts[name].vhost
+        return self.vhosts[name]
 
     def queues(self, vhost_name: str) -> list[Queue]:
         """The queues of a vhost, in declaration order (a copy: callers may delete)."""
-        return cast("list[Queue]", self.vhosts[vhost_name].vhost.queues())
+        return cast("list[Queue]", self.vhosts[vhost_name].queues())
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> None:
         """Recover durable queues (their unacked messages), exchanges and bindings."""
         self.definitions.directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self._scratch_dir, ignore_errors=True)  # transient pages of a past run
-        for name, entry in self.vhosts.items():
+        for name, vhost in self.vhosts.items():
             saved = self.definitions.load(name)
             if saved is None:
                 continue
-            vhost = entry.vhost
             for item in saved.queues:
                 vhost.add_queue(
                     self._make_queue(
@@ -186,7 +173,7 @@ class AMQPBroker:
     # -- persistence -------------------------------------------------------------------------
     def save(self, vhost_name: str) -> None:
         """Write the vhost's durable definitions (called after every durable change)."""
-        vhost = self.vhosts[vhost_name].vhost
+        vhost = self.vhosts[vhost_name]
         queues = tuple(
             QueueDefinition(q.name, q.auto_delete, q.arguments)
             for q in self.queues(vhost_name)
@@ -254,7 +241,7 @@ class AMQPBroker:
         connection: object | None = None,
     ) -> Queue:
         """queue.declare from ``connection`` (``exclusive_owner`` is it when exclusive)."""
-        vhost = self.vhosts[vhost_name].vhost
+        vhost = self.vhosts[vhost_name]
         generated = not name and not passive
         if generated:
             name = "amq.gen-" + secrets.token_urlsafe(16)
@@ -290,7 +277,7 @@ class AMQPBroker:
         return queue
 
     def get_queue(self, vhost_name: str, name: str) -> Queue:
-        queue = cast("Queue | None", self.vhosts[vhost_name].vhost.get_queue(name))
+        queue = cast("Queue | None", self.vhosts[vhost_name].get_queue(name))
         if queue is None or queue.deleted:
             raise NotFound(f"no {resource('queue', name, vhost_name)}")
         return queue
@@ -302,7 +289,7 @@ class AMQPBroker:
 
     def forget_queue(self, vhost_name: str, queue: Queue) -> None:
         """Unregister a deleted queue (its bindings go; a durable one's definition too)."""
-        vhost = self.vhosts[vhost_name].vhost
+        vhost = self.vhosts[vhost_name]
         if vhost.get_queue(queue.name) is queue:
             vhost.remove_queue(queue.name)
         if queue.durable:
@@ -321,7 +308,7 @@ class AMQPBroker:
         """Republish to the queue's dead-letter exchange (RabbitMQ's DLX) with its x-death
         history updated; the routing key is x-dead-letter-routing-key or the original. A
         fully automatic cycle back into a queue is dropped, as RabbitMQ drops it."""
-        vhost = self.vhosts[queue.vhost].vhost
+        vhost = self.vhosts[queue.vhost]
         exchange = queue.args.dead_letter_exchange
         if exchange is None or vhost.get_exchange(exchange) is None:
             return

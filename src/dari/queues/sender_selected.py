@@ -11,7 +11,7 @@ functions over the vhost's routing model and ``Message``, no wire codec.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dari.message import Message, header_marker
 from dari.queues.errors import PreconditionFailed
@@ -64,20 +64,6 @@ def sender_selected(message: Message) -> tuple[list[str], Message | None]:
         return keys, None
     del typed["BCC"]
     return keys, message.replace_properties(headers=typed)
-
-
-def may_route_by_headers(properties: bytes) -> bool:
-    """A cheap test on raw property bytes: could the headers hold CC or BCC? (A miss is
-    certain; a hit costs one decode.) For the channel until it calls ``route``."""
-    return _CC in properties or _BCC in properties
-
-
-def routing_headers(header: Any) -> tuple[list[str], bytes | None]:
-    """``sender_selected`` for a received content header (anything with ``raw_properties``):
-    (extra routing keys, property bytes without BCC or None). For the channel until it calls
-    ``route``."""
-    keys, stored = sender_selected(Message("", "", b"", header.raw_properties))
-    return keys, None if stored is None else stored.properties
 
 
 def _text(value: bytes | str) -> str:

@@ -79,7 +79,8 @@ def _credentials(mechanism: str, response: bytes | str) -> tuple[str, str] | Non
 
 
 class AMQPServerConnection(asyncio.Protocol):
-    """One client connection; owned by the event loop thread."""
+    """One client connection; owned by the event loop thread. It is the ``ChannelOwner`` of
+    its channels (``amqp_channel_owner``)."""
 
     def __init__(
         self,

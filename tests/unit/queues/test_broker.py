@@ -91,7 +91,7 @@ def test_declare_registers_the_queue_once_in_its_vhost(broker: AMQPBroker) -> No
     q = declare(broker, "q")
     vhost = broker.vhost("/")
     assert vhost.get_queue("q") is q
-    assert broker.vhosts["/"].queues["q"] is q  # a view of the vhost's registry, not a copy
+    assert broker.vhost("/").get_queue("q") is q  # one registry: the vhost's own
     assert broker.get_queue("/", "q") is q
     assert declare(broker, "q") is q
     assert broker.vhost("other").get_queue("q") is None

@@ -32,7 +32,7 @@ from dari.protocol.amqp.events import (
     MethodReceived,
     ProtocolHeaderReceived,
 )
-from dari.protocol.amqp.fastpath import ContentHeader, Publish
+from dari.protocol.amqp.fastpath import ContentHeader, DeliverEncoder, Publish
 from dari.protocol.amqp.framing import (
     FRAME_BODY,
     FRAME_HEADER,
@@ -598,18 +598,17 @@ class AMQPConnection:
                 method_id=method_id,
                 channel=number,
             )
-        # RabbitMQ (rabbit_reader:create_channel) refuses a channel beyond the negotiated
-        # channel_max with NOT_ALLOWED, a connection error; it counts open channels, and the
-        # spec also bounds the channel number itself by channel-max.
-        if self.channel_max and (
-            number > self.channel_max or len(self._channels) >= self.channel_max
-        ):
+        # RabbitMQ (rabbit_reader:create_channel) limits how many channels are open at once,
+        # not their numbers: any number up to 65535 may be opened while fewer than the
+        # negotiated channel_max are. Over the limit it is a NOT_ALLOWED connection error
+        # raised by "operation none".
+        count = len(self._channels)
+        if self.channel_max and count >= self.channel_max:
             raise AMQPError(
                 ReplyCode.NOT_ALLOWED,
-                f"channel {number}: number of channels opened ({len(self._channels)}) has "
-                f"reached the negotiated channel_max ({self.channel_max})",
-                class_id=20,
-                method_id=10,
+                f"number of channels opened ({count}) has reached the negotiated "
+                f"channel_max ({self.channel_max})",
+                connection_level=True,
                 channel=number,
             )
         self._channels[number] = _Channel()
@@ -778,6 +777,26 @@ class AMQPConnection:
             body,
             self.frame_max,
         )
+
+    def deliver_encoder(self, channel: int, consumer_tag: str | bytes) -> DeliverEncoder:
+        """The basic.deliver encoder of one consumer on an open ``channel``, at the negotiated
+        frame_max. Its ``add`` appends one delivery's frames to a list; the list of a whole
+        batch goes out through ``send_deliveries``, which checks the states once per batch."""
+        self._check_open(channel, "basic.deliver")
+        return DeliverEncoder(channel, consumer_tag, self.frame_max)
+
+    def send_deliveries(self, channel: int, parts: list[bytes]) -> bytes:
+        """A batch of deliveries appended to ``parts`` by this channel's ``deliver_encoder``:
+        the bytes to write, if deliveries may still be sent on ``channel``. (The check is
+        ``_check_open`` inlined: with consumers sharing a queue a batch is one message.)"""
+        ch = self._channels.get(channel)
+        if (
+            ch is None
+            or ch.state is not ChannelState.OPEN
+            or self.state is not ConnectionState.OPEN
+        ):
+            raise LocalProtocolError(f"cannot send basic.deliver on channel {channel}: not open")
+        return b"".join(parts)
 
     def send_get_ok(
         self,

@@ -222,8 +222,10 @@ class DeliverEncoder:
     A consumer receives thousands of messages per second with the same consumer tag, on the
     same channel, mostly from the same exchange and routing key: those parts are encoded once
     (per distinct exchange and routing key, in a small cache) and each message costs three
-    ``struct`` packs. The properties are the raw bytes the publisher sent. Owned by one
-    channel; not thread-safe.
+    ``struct`` packs. The properties are the raw bytes the publisher sent. Channels get one
+    per consumer from ``AMQPConnection.deliver_encoder`` and send each batch's frames through
+    ``AMQPConnection.send_deliveries``, so the connection's state checks apply to them. Owned
+    by one channel; not thread-safe.
     """
 
     __slots__ = ("_chunk", "_routes", "channel", "consumer_tag", "frame_max")

@@ -294,6 +294,34 @@ def test_channel_beyond_channel_max_is_not_allowed():
     assert error.reply_code == 530 and error.connection_level
 
 
+def test_channel_numbers_are_not_bounded_by_channel_max():
+    """RabbitMQ limits the count of open channels; any number up to 65535 may be used."""
+    conn = open_connection()  # channel_max 2047
+    open_channel(conn, 65535)
+    conn = open_connection(channel_max=2)
+    open_channel(conn, 40000)
+    open_channel(conn, 3)
+
+
+def test_one_channel_over_channel_max_has_rabbitmqs_error():
+    conn = open_connection(channel_max=2)
+    open_channel(conn, 9)
+    open_channel(conn, 5)
+    error = raises(conn, method(1, commands.Channel.Open()))
+    assert error.reply_code == 530 and error.connection_level
+    assert (error.class_id, error.method_id) == (0, 0)  # RabbitMQ: "operation none"
+    assert error.reply_text == (
+        "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
+    )
+    assert conn.state is ConnectionState.CLOSING
+
+
+def test_channel_max_zero_means_no_limit():
+    conn = open_connection(channel_max=0)
+    for number in (1, 2, 3, 65535):
+        open_channel(conn, number)
+
+
 def test_too_many_open_channels_is_not_allowed():
     conn = open_connection(channel_max=2)
     open_channel(conn, 1)
@@ -688,3 +716,35 @@ def test_after_a_frame_error_nothing_more_is_read():
     [close] = decode_out(conn.send_error(error))
     assert close.method.reply_code == 501 and close.method.reply_text.startswith("FRAME_ERROR")
     assert feed(conn, method(0, commands.Connection.CloseOk())) == []
+
+
+def test_a_batch_of_deliveries_goes_through_the_connection():
+    conn = open_connection(frame_max=4096)
+    open_channel(conn, 3)
+    encoder = conn.deliver_encoder(3, "ctag")
+    parts: list[bytes] = []
+    # the property flags and values of a header frame: its payload after class, weight, size
+    properties = pika.frame.Header(
+        3, 0, pika.spec.BasicProperties(correlation_id="7")
+    ).marshal()[7 + 12 : -1]
+    encoder.add(parts, 1, False, "ex", "rk", properties, b"a")
+    encoder.add(parts, 2, True, "ex", "rk2", properties, b"b" * 5000)  # split at frame_max
+    out = decode_out(conn.send_deliveries(3, parts))
+    assert [f.method.delivery_tag for f in out if isinstance(f, pika.frame.Method)] == [1, 2]
+    assert [f.channel_number for f in out] == [3] * 7
+    assert out[1].properties.correlation_id == "7" and out[2].fragment == b"a"
+    assert out[4].body_size == 5000 and out[5].fragment + out[6].fragment == b"b" * 5000
+    assert out[3].method.redelivered and out[3].method.routing_key == "rk2"
+
+
+def test_deliveries_need_an_open_channel():
+    conn = open_connection()
+    with pytest.raises(LocalProtocolError):
+        conn.deliver_encoder(1, "ctag")
+    open_channel(conn, 1)
+    encoder = conn.deliver_encoder(1, "ctag")
+    parts: list[bytes] = []
+    encoder.add(parts, 1, False, "", "q", b"\x00\x00", b"x")
+    conn.send_error(AMQPError(406, "bye", channel=1))  # the channel is closing now
+    with pytest.raises(LocalProtocolError, match=r"basic\.deliver on channel 1"):
+        conn.send_deliveries(1, parts)
