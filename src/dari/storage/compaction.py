@@ -57,8 +57,9 @@ from dataclasses import dataclass, field, replace
 
 from dari.records.batch import BatchHeader, CorruptRecordError, parse_header
 from dari.records.builder import build_batch
-from dari.records.records import iter_records, read_varint, records_section
-from dari.storage.loader import CLEANED_SUFFIX, SWAP_SUFFIX, CleanerCheckpoint, fsync_dir
+from dari.records.records import RawRecord, decode_records, iter_records, records_section
+from dari.storage.files import fsync_dir
+from dari.storage.loader import CLEANED_SUFFIX, SWAP_SUFFIX, CleanerCheckpoint
 from dari.storage.log import PartitionLog
 from dari.storage.retention import segment_timestamp
 from dari.storage.segment import LogSegment
@@ -284,7 +285,7 @@ class LogCleaner:
                 producer_last[header.producer_id] = header.base_offset
             if header.is_control:
                 continue
-            for offset, key, _ in scan_keys(records_section(batch, header), header):
+            for offset, _ts, key, _value, _headers in _scan_keys(batch, header):
                 if key is not None:
                     latest[key] = offset
 
@@ -330,8 +331,10 @@ class LogCleaner:
         stats.records_read += header.record_count
         if header.is_control:
             return batch
-        records = scan_keys(records_section(batch, header), header)
-        keep = [self._keep(offset, key, tomb, state) for offset, key, tomb in records]
+        keep = [
+            self._keep(offset, key, value is None, state)
+            for offset, _ts, key, value, _headers in _scan_keys(batch, header)
+        ]
         removed = keep.count(False)
         if not removed:
             return batch
@@ -505,47 +508,10 @@ class _Output:
         self.segment.discard()
 
 
-def scan_keys(section: bytes, header: BatchHeader) -> list[tuple[int, bytes | None, bool]]:
-    """(offset, key, is tombstone) of every record in a batch's uncompressed records section,
-    skipping values and headers (the cleaner needs nothing else to decide). One-byte varints,
-    the common case for deltas and short keys, are decoded inline."""
-    out: list[tuple[int, bytes | None, bool]] = []
-    append = out.append
-    base = header.base_offset
-    size = len(section)
-    pos = 0
-    try:
-        for _ in range(header.record_count):
-            length, pos = read_varint(section, pos)
-            end = pos + length
-            if length < 0 or end > size:
-                raise CorruptRecordError(f"record length {length} overruns its batch")
-            cursor = pos + 1  # attributes
-            byte = section[cursor]  # timestamp delta: skipped
-            cursor = cursor + 1 if byte < 0x80 else read_varint(section, cursor)[1]
-            byte = section[cursor]
-            if byte < 0x80:
-                delta = (byte >> 1) ^ -(byte & 1)
-                cursor += 1
-            else:
-                delta, cursor = read_varint(section, cursor)
-            byte = section[cursor]
-            if byte < 0x80:
-                key_length = (byte >> 1) ^ -(byte & 1)
-                cursor += 1
-            else:
-                key_length, cursor = read_varint(section, cursor)
-            if key_length < 0:
-                key = None
-            else:
-                key = section[cursor : cursor + key_length]
-                cursor += key_length
-            # A null value is the varint -1: the single byte 0x01.
-            append((base + delta, key, section[cursor] == 1))
-            pos = end
-    except IndexError:
-        raise CorruptRecordError(f"records of batch {base} end inside a record") from None
-    return out
+def _scan_keys(batch: memoryview, header: BatchHeader) -> list[RawRecord]:
+    """The records of a batch with only what the cleaner decides on: offset, key, and the
+    value's null-ness (None marks a tombstone); values are not copied, headers skipped."""
+    return decode_records(records_section(batch, header), header, values=False, headers=False)
 
 
-__all__ = ["CleanAbortedError", "CleanStats", "LogCleaner", "scan_keys"]
+__all__ = ["CleanAbortedError", "CleanStats", "LogCleaner"]
