@@ -21,12 +21,12 @@ from pathlib import Path
 from dari.records.batch import BatchHeader, assign_offsets
 from dari.records.records import iter_batches, iter_records
 from dari.storage.config import LogConfig
+from dari.storage.files import fsync_dir
 from dari.storage.loader import (
     CLEAN_SHUTDOWN_FILE,
     Checkpoint,
     CleanerCheckpoint,
     LoadedLog,
-    fsync_dir,
     load_log,
     write_checkpoint,
     write_cleaner_checkpoint,
