@@ -138,9 +138,9 @@ def decode_records(
     ``values=False`` is a key scan (the log cleaner's): values are not copied, a record's value
     is PRESENT or None (a tombstone), and headers are skipped. ``headers=False`` skips headers
     (``()``); by default they are (raw name bytes, value) pairs; with ``layout`` they are the
-    layout's values alone. LogAppendTime batches
-    give every record the batch's max timestamp, as Kafka does. Raises CorruptRecordError on
-    any malformed record, LayoutMismatchError when a record does not match ``layout``.
+    layout's values alone. LogAppendTime batches give every record the batch's max
+    timestamp, as Kafka does. Raises CorruptRecordError on any malformed record,
+    LayoutMismatchError when a record does not match ``layout``.
     """
     rows: list[RawRecord] = []
     append = rows.append
@@ -149,40 +149,36 @@ def decode_records(
     fixed_timestamp = header.max_timestamp if header.log_append_time else None
     size = len(section)
     pos = 0
-    # One-byte varints (the common case for lengths and deltas) are decoded inline.
+    one, read, present = _ONE, read_varint, PRESENT  # locals: the loop runs per record
+    # One-byte varints (the common case for deltas and key lengths) are decoded inline.
     try:
         for _ in range(header.record_count):
-            byte = section[pos]
-            if byte < 0x80:
-                length = _ONE[byte]
-                pos += 1
-            else:
-                length, pos = read_varint(section, pos)
+            length, pos = read(section, pos)  # often two bytes: not inlined
             end = pos + length
             if length < 0 or end > size:
                 raise CorruptRecordError(f"record length {length} overruns the batch")
             byte = section[pos + 1]  # after the attributes byte, unused in v2
             if byte < 0x80:
-                timestamp = base_timestamp + _ONE[byte]
+                timestamp = base_timestamp + one[byte]
                 pos += 2
             else:
-                timestamp, pos = read_varint(section, pos + 1)
+                timestamp, pos = read(section, pos + 1)
                 timestamp += base_timestamp
             if fixed_timestamp is not None:
                 timestamp = fixed_timestamp
             byte = section[pos]
             if byte < 0x80:
-                offset = base_offset + _ONE[byte]
+                offset = base_offset + one[byte]
                 pos += 1
             else:
-                offset, pos = read_varint(section, pos)
+                offset, pos = read(section, pos)
                 offset += base_offset
             key_length = section[pos]
             if key_length < 0x80:
-                key_length = _ONE[key_length]
+                key_length = one[key_length]
                 pos += 1
             else:
-                key_length, pos = read_varint(section, pos)
+                key_length, pos = read(section, pos)
             if key_length < 0:
                 key = _null(key_length)
             elif pos + key_length > end:
@@ -191,17 +187,18 @@ def decode_records(
                 key = section[pos : pos + key_length]
                 pos += key_length
             if not values:  # a key scan: whether the value is null (-1 is the byte 0x01)
-                append((offset, timestamp, key, None if section[pos] == 1 else PRESENT, ()))
+                append((offset, timestamp, key, None if section[pos] == 1 else present, ()))
                 pos = end
                 continue
-            value_length, pos = read_varint(section, pos)
-            if value_length < 0:
-                value = _null(value_length)
-            elif pos + value_length > end:
-                raise CorruptRecordError("value overruns its record")
+            value_length, pos = read(section, pos)
+            if value_length >= 0:
+                stop = pos + value_length
+                if stop > end:
+                    raise CorruptRecordError("value overruns its record")
+                value = section[pos:stop]
+                pos = stop
             else:
-                value = section[pos : pos + value_length]
-                pos += value_length
+                value = _null(value_length)
             if layout is not None:
                 extra, pos = layout.match(section, pos, end)
             elif headers:
