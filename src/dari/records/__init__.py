@@ -30,6 +30,7 @@ from dari.records.builder import (
     build_control_batch,
     control_type,
     pack_batch,
+    rebuild_batch,
 )
 from dari.records.compression import Codec, UnsupportedCompressionError, compress, decompress
 from dari.records.records import (
@@ -83,6 +84,7 @@ __all__ = [
     "parse_header",
     "peek_size",
     "read_varint",
+    "rebuild_batch",
     "records_section",
     "seal_crc",
     "valid_prefix",

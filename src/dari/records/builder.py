@@ -193,6 +193,25 @@ def build_batch(
     )
 
 
+def rebuild_batch(header: BatchHeader, records: Iterable[RecordInput]) -> bytes:
+    """``records`` (decoded from the batch ``header`` describes, e.g. the survivors of
+    compaction) in a new batch that keeps that batch's offsets, producer id/epoch/sequence,
+    leader epoch, codec, timestamp type and transactional flag."""
+    return build_batch(
+        records,
+        base_offset=header.base_offset,
+        compression=header.compression,
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence,
+        timestamp_type_log_append=header.log_append_time,
+        is_transactional=header.is_transactional,
+        partition_leader_epoch=header.partition_leader_epoch,
+        now_ms=header.max_timestamp,
+        last_offset_delta=header.last_offset_delta,
+    )
+
+
 def pack_batch(
     records: BytesLike,
     *,

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from dari.records.batch import BatchHeader, CorruptRecordError, parse_header
-from dari.records.builder import build_batch
+from dari.records.builder import rebuild_batch
 from dari.records.records import RawRecord, decode_records, iter_records, records_section
 from dari.storage.files import fsync_dir
 from dari.storage.loader import CLEANED_SUFFIX, SWAP_SUFFIX, CleanerCheckpoint
@@ -351,19 +351,7 @@ class LogCleaner:
         else:
             survivors = [r for r, wanted in zip(iter_records(batch), keep, strict=True) if wanted]
         stats.batches_rewritten += 1
-        return build_batch(
-            survivors,
-            base_offset=header.base_offset,
-            compression=header.compression,
-            producer_id=header.producer_id,
-            producer_epoch=header.producer_epoch,
-            base_sequence=header.base_sequence,
-            timestamp_type_log_append=header.log_append_time,
-            is_transactional=header.is_transactional,
-            partition_leader_epoch=header.partition_leader_epoch,
-            now_ms=header.max_timestamp,
-            last_offset_delta=header.last_offset_delta,
-        )
+        return rebuild_batch(header, survivors)
 
     @staticmethod
     def _keep(offset: int, key: bytes | None, tombstone: bool, state: _Pass) -> bool:

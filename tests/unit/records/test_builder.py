@@ -1,4 +1,4 @@
-"""The one record writer: pack_batch wraps an encoded records section in a sealed header."""
+"""The one record writer: pack_batch (a sealed header around encoded records), rebuild_batch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dari.records import (
     iter_records,
     pack_batch,
     parse_header,
+    rebuild_batch,
     records_section,
     validate,
 )
@@ -50,3 +51,27 @@ def test_pack_batch_defaults_describe_a_plain_batch() -> None:
     (header,) = validate(packed)
     assert (header.base_offset, header.producer_id, header.attributes) == (0, -1, 0)
     assert [r.value for r in iter_records(packed)] == [b"a", b"b", b"c"]
+
+
+def test_rebuild_batch_keeps_the_batch_identity() -> None:
+    original = build_batch(
+        [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")],
+        base_offset=40,
+        producer_id=9,
+        producer_epoch=2,
+        base_sequence=17,
+        partition_leader_epoch=5,
+        is_transactional=True,
+        timestamp_type_log_append=True,
+        now_ms=1234,
+    )
+    header = parse_header(original)
+    survivors = [r for r in iter_records(original) if r.key != b"b"]
+    (rebuilt,) = validate(rebuild_batch(header, survivors))
+    assert rebuilt._replace(batch_length=0, crc=0, record_count=0) == header._replace(
+        batch_length=0, crc=0, record_count=0
+    )
+    assert rebuilt.record_count == 2
+    assert [r.offset for r in iter_records(rebuild_batch(header, survivors))] == [40, 42]
+    (empty,) = validate(rebuild_batch(header, []))
+    assert (empty.record_count, empty.last_offset) == (0, 42)
