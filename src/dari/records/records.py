@@ -4,8 +4,8 @@ The hot path never comes here: it moves whole batches. Compaction, internal topi
 recovery and tests do. Everything decodes through ``decode_records``, whose options let a
 caller skip what it does not need (values, headers) or match a header layout it knows, so the
 fast variants stay fast without a decoder of their own. Decoding is careful about bounds (any
-malformed byte raises CorruptRecordError) and reasonably fast (one copy of the records section,
-plain tuples, varints decoded with plain integer loops).
+malformed byte raises CorruptRecordError) and fast (one copy of the records section, plain
+tuples, one-byte varints decoded inline).
 
 Record layout (varints are zigzag-encoded)::
 
