@@ -146,7 +146,6 @@ def decode_records(
     append = rows.append
     base_offset = header.base_offset
     base_timestamp = header.base_timestamp
-    fixed_timestamp = header.max_timestamp if header.log_append_time else None
     size = len(section)
     pos = 0
     one, read, present = _ONE, read_varint, PRESENT  # locals: the loop runs per record
@@ -164,8 +163,6 @@ def decode_records(
             else:
                 timestamp, pos = read(section, pos + 1)
                 timestamp += base_timestamp
-            if fixed_timestamp is not None:
-                timestamp = fixed_timestamp
             byte = section[pos]
             if byte < 0x80:
                 offset = base_offset + one[byte]
@@ -214,6 +211,9 @@ def decode_records(
         raise CorruptRecordError(
             f"batch declares {header.record_count} records but has {size - pos} extra bytes"
         )
+    if header.log_append_time:  # rare: fixing the timestamps afterwards keeps the loop lean
+        fixed = header.max_timestamp
+        return [(offset, fixed, key, value, extra) for offset, _, key, value, extra in rows]
     return rows
 
 
@@ -272,11 +272,12 @@ def iter_records(batch: Buffer) -> Iterator[Record]:
 
 def _iter_records(section: bytes, header: BatchHeader) -> Iterator[Record]:
     for offset, timestamp, key, value, pairs in decode_records(section, header):
-        try:
-            names = tuple((name.decode(), header_value) for name, header_value in pairs)
-        except UnicodeDecodeError as exc:
-            raise CorruptRecordError("header key is not UTF-8") from exc
-        yield Record(offset, timestamp, key, value, names)
+        if pairs:  # most records have none: skip building an empty tuple again
+            try:
+                pairs = tuple((name.decode(), header_value) for name, header_value in pairs)
+            except UnicodeDecodeError as exc:
+                raise CorruptRecordError("header key is not UTF-8") from exc
+        yield Record(offset, timestamp, key, value, pairs)
 
 
 def iter_batches(buf: Buffer, *, strict: bool = True) -> Iterator[tuple[BatchHeader, memoryview]]:
