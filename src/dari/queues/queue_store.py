@@ -182,9 +182,7 @@ class QueueStore:
             for header, batch in log.iter_batches(run_start):
                 if header.base_offset >= run_end:
                     break
-                for offset, timestamp, message in batch_messages(header, batch):
-                    if run_start <= offset < run_end:
-                        yield timestamp, message
+                yield from batch_messages(header, batch, run_start, run_end)
 
     # ---- writes ---------------------------------------------------------------------------------
 
@@ -339,11 +337,15 @@ def iter_messages(data: bytes) -> Iterator[tuple[int, int, Message]]:
     """(offset, timestamp, message) of every record in ``data`` (whole batches of a queue's
     messages log, as ``encode_message_batch`` writes them)."""
     for header, batch in iter_batches(data):
-        yield from batch_messages(header, batch)
+        for timestamp, message in batch_messages(header, batch):
+            yield message.offset, timestamp, message
 
 
-def batch_messages(header: BatchHeader, batch: memoryview) -> list[tuple[int, int, Message]]:
-    """(offset, timestamp, message) of every record of one batch of a queue's messages log.
+def batch_messages(
+    header: BatchHeader, batch: memoryview, start: int = 0, end: int = 1 << 63
+) -> list[tuple[int, Message]]:
+    """(timestamp, message) of the records of one batch of a queue's messages log with
+    offsets in [start, end) (``Message.offset`` is the record's offset).
 
     The read-back path of a paged queue and recovery: the records are decoded with the header
     layout this store writes known (``_LAYOUT``), so no generic ``Record`` is built; a batch
@@ -351,10 +353,16 @@ def batch_messages(header: BatchHeader, batch: memoryview) -> list[tuple[int, in
     try:
         rows = decode_records(records_section(batch, header), header, layout=_LAYOUT)
     except LayoutMismatchError:
-        return [(r.offset, r.timestamp, Message.from_record(r)) for r in iter_records(batch)]
+        return [
+            (r.timestamp, Message.from_record(r))
+            for r in iter_records(batch)
+            if start <= r.offset < end
+        ]
     out = []
     append = out.append
     for offset, timestamp, _key, body, (exchange, routing_key, properties) in rows:
+        if not start <= offset < end:
+            continue
         delivery_mode, priority, expiration = parse_properties(properties)
         message = Message(
             exchange.decode("utf-8", "surrogateescape"),
@@ -362,7 +370,7 @@ def batch_messages(header: BatchHeader, batch: memoryview) -> list[tuple[int, in
             b"" if body is None else body,
             properties, delivery_mode, priority, expiration, offset,
         )
-        append((offset, timestamp, message))
+        append((timestamp, message))
     return out
 
 

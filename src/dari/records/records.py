@@ -34,7 +34,7 @@ from dari.records.varint import read_varint, write_varint
 Buffer = bytes | bytearray | memoryview
 Headers = tuple[tuple[str, bytes | None], ...]
 # (offset, timestamp, key, value, headers): what decode_records returns per record.
-RawRecord = tuple[int, int, bytes | None, bytes | None, tuple]
+RawRecord = tuple[int, int, bytes | None, bytes | None, tuple | list]
 
 PRESENT = b""  # the value ``decode_records(values=False)`` gives a record whose value is not null
 
@@ -57,15 +57,17 @@ class LayoutMismatchError(Exception):
 class HeaderLayout:
     """The header names (in order, values never null) every record of a log is written with.
 
-    ``decode_records(layout=...)`` compares the encoded names as raw bytes instead of decoding
-    them and gives the header values alone: a queue's messages log reads back without building
-    (name, value) pairs. Writers use ``prefixes`` (length varint + name) to encode the names.
-    Immutable; share one instance per layout.
+    ``decode_records(layout=...)`` compares the encoded names (``expected``: each prefix, length
+    varint + name, with its size) as raw bytes instead of decoding them and gives the header
+    values alone: a queue's messages log reads back without building (name, value) pairs.
+    Writers put ``prefixes`` in front of the values. Immutable; share one instance per layout.
     """
 
-    __slots__ = ("_count", "_expected", "names", "prefixes")
+    __slots__ = ("count_byte", "expected", "names", "prefixes")
 
     def __init__(self, names: Sequence[str]) -> None:
+        if len(names) >= 64:
+            raise ValueError("a header layout holds fewer than 64 names (a one-byte count)")
         self.names = tuple(names)
         prefixes = []
         for name in self.names:
@@ -73,27 +75,8 @@ class HeaderLayout:
             write_varint(prefix, len(name.encode()))
             prefixes.append(bytes(prefix) + name.encode())
         self.prefixes = tuple(prefixes)
-        self._count = len(prefixes)
-        self._expected = tuple((prefix, len(prefix)) for prefix in prefixes)
-
-    def match(self, data: bytes, pos: int, end: int) -> tuple[tuple[bytes, ...], int]:
-        """The header values of the record whose header count is at ``pos``; raises
-        LayoutMismatchError when its headers are not exactly this layout."""
-        count, pos = read_varint(data, pos)
-        if count != self._count:
-            raise LayoutMismatchError(f"{count} headers, expected {self._count}")
-        values = []
-        for prefix, size in self._expected:
-            stop = pos + size
-            if data[pos:stop] != prefix:
-                raise LayoutMismatchError("unexpected header name")
-            length, pos = read_varint(data, stop)
-            stop = pos + length
-            if length < 0 or stop > end:
-                raise LayoutMismatchError("null or overlong header value")
-            values.append(data[pos:stop])
-            pos = stop
-        return tuple(values), pos
+        self.count_byte = len(prefixes) << 1  # the header count as its one varint byte
+        self.expected = tuple((prefix, len(prefix)) for prefix in prefixes)
 
 
 def _field(data: bytes, pos: int, end: int) -> tuple[bytes | None, int]:
@@ -137,8 +120,8 @@ def decode_records(
 
     ``values=False`` is a key scan (the log cleaner's): values are not copied, a record's value
     is PRESENT or None (a tombstone), and headers are skipped. ``headers=False`` skips headers
-    (``()``); by default they are (raw name bytes, value) pairs; with ``layout`` they are the
-    layout's values alone. LogAppendTime batches give every record the batch's max
+    (``()``); by default they are (raw name bytes, value) pairs; with ``layout`` they are a
+    list of the layout's values alone. LogAppendTime batches give every record the batch's max
     timestamp, as Kafka does. Raises CorruptRecordError on any malformed record,
     LayoutMismatchError when a record does not match ``layout``.
     """
@@ -149,6 +132,8 @@ def decode_records(
     size = len(section)
     pos = 0
     one, read, present = _ONE, read_varint, PRESENT  # locals: the loop runs per record
+    if layout is not None:
+        count_byte, expected = layout.count_byte, layout.expected
     # One-byte varints (the common case for deltas and key lengths) are decoded inline.
     try:
         for _ in range(header.record_count):
@@ -196,8 +181,21 @@ def decode_records(
                 pos = stop
             else:
                 value = _null(value_length)
-            if layout is not None:
-                extra, pos = layout.match(section, pos, end)
+            if layout is not None:  # matched inline: this is a queue's read-back path
+                if section[pos] != count_byte:
+                    raise LayoutMismatchError("another number of headers")
+                pos += 1
+                extra = []
+                for prefix, prefix_size in expected:
+                    stop = pos + prefix_size
+                    if section[pos:stop] != prefix:
+                        raise LayoutMismatchError(f"header {prefix!r} expected")
+                    value_length, pos = read(section, stop)
+                    stop = pos + value_length
+                    if value_length < 0 or stop > end:
+                        raise LayoutMismatchError("null or overlong header value")
+                    extra.append(section[pos:stop])
+                    pos = stop
             elif headers:
                 extra, pos = _headers(section, pos, end)
             else:

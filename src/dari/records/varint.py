@@ -34,6 +34,9 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def write_varint(out: bytearray, value: int) -> None:
     """Append ``value`` as a zigzag varint."""
+    if 0 <= value < 64:  # one byte: the common case for lengths and deltas
+        out.append(value << 1)
+        return
     zigzag = (value << 1) ^ (value >> 63)
     while zigzag >= 0x80:
         out.append((zigzag & 0x7F) | 0x80)

@@ -429,8 +429,8 @@ def test_header_layout_gives_the_values_of_known_headers() -> None:
     )
     rows = decode_records(records_section(batch), parse_header(batch), layout=layout)
     assert [(k, v, h) for _o, _t, k, v, h in rows] == [
-        (None, b"body", (b"1", b"")),
-        (b"k", None, (b"x", b"y")),
+        (None, b"body", [b"1", b""]),
+        (b"k", None, [b"x", b"y"]),
     ]
     assert layout.prefixes == (b"\x0afirst", b"\x0csecond")
 
