@@ -34,7 +34,6 @@ from dari.records.builder import (
 )
 from dari.records.compression import Codec, UnsupportedCompressionError, compress, decompress
 from dari.records.records import (
-    PRESENT,
     HeaderLayout,
     LayoutMismatchError,
     RawRecord,
@@ -45,6 +44,7 @@ from dari.records.records import (
     iter_key_values,
     iter_records,
     records_section,
+    scan_keys,
 )
 from dari.records.varint import read_varint, write_varint
 
@@ -53,7 +53,6 @@ __all__ = [
     "HEADER_SIZE",
     "LOG_OVERHEAD",
     "MAGIC_V2",
-    "PRESENT",
     "TIMESTAMP_TYPE_MASK",
     "TRANSACTIONAL_MASK",
     "BatchHeader",
@@ -86,6 +85,7 @@ __all__ = [
     "read_varint",
     "rebuild_batch",
     "records_section",
+    "scan_keys",
     "seal_crc",
     "valid_prefix",
     "validate",

@@ -1,11 +1,11 @@
 """The one record reader: decode the records inside RecordBatch v2 batches.
 
 The hot path never comes here: it moves whole batches. Compaction, internal topics, queue
-recovery and tests do. Everything decodes through ``decode_records``, whose options let a
-caller skip what it does not need (values, headers) or match a header layout it knows, so the
-fast variants stay fast without a decoder of their own. Decoding is careful about bounds (any
-malformed byte raises CorruptRecordError) and fast (one copy of the records section, plain
-tuples, one-byte varints decoded inline).
+recovery and tests do. Everything decodes through one loop: ``decode_records``, whose options
+let a caller skip headers or match a header layout it knows, and ``scan_keys``, the cleaner's
+key scan that copies no values; the fast variants stay fast without a decoder of their own.
+Decoding is careful about bounds (any malformed byte raises CorruptRecordError) and fast (one
+copy of the records section, plain tuples, one-byte varints decoded inline).
 
 Record layout (varints are zigzag-encoded)::
 
@@ -35,8 +35,6 @@ Buffer = bytes | bytearray | memoryview
 Headers = tuple[tuple[str, bytes | None], ...]
 # (offset, timestamp, key, value, headers): what decode_records returns per record.
 RawRecord = tuple[int, int, bytes | None, bytes | None, tuple | list]
-
-PRESENT = b""  # the value ``decode_records(values=False)`` gives a record whose value is not null
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,27 +109,42 @@ def decode_records(
     section: bytes,
     header: BatchHeader,
     *,
-    values: bool = True,
     headers: bool = True,
     layout: HeaderLayout | None = None,
 ) -> list[RawRecord]:
     """(offset, timestamp, key, value, headers) of every record in a batch's uncompressed
     records section (``records_section``), as plain tuples.
 
-    ``values=False`` is a key scan (the log cleaner's): values are not copied, a record's value
-    is PRESENT or None (a tombstone), and headers are skipped. ``headers=False`` skips headers
-    (``()``); by default they are (raw name bytes, value) pairs; with ``layout`` they are a
-    list of the layout's values alone. LogAppendTime batches give every record the batch's max
-    timestamp, as Kafka does. Raises CorruptRecordError on any malformed record,
-    LayoutMismatchError when a record does not match ``layout``.
+    ``headers=False`` skips headers (``()``); by default they are (raw name bytes, value)
+    pairs; with ``layout`` they are a list of the layout's values alone. LogAppendTime batches
+    give every record the batch's max timestamp, as Kafka does. Raises CorruptRecordError on
+    any malformed record, LayoutMismatchError when a record does not match ``layout``.
     """
-    rows: list[RawRecord] = []
+    return _decode(section, header, False, headers, layout)
+
+
+def scan_keys(section: bytes, header: BatchHeader) -> list[tuple[int, bytes | None, bool]]:
+    """(offset, key, is tombstone) of every record in a batch's uncompressed records section:
+    the key scan of the log cleaner, which decides on nothing else. Values are not copied,
+    headers not read; framing errors raise CorruptRecordError as in ``decode_records``."""
+    return _decode(section, header, True, False, None)
+
+
+def _decode(
+    section: bytes,
+    header: BatchHeader,
+    keys_only: bool,
+    headers: bool,
+    layout: HeaderLayout | None,
+) -> list:
+    """The one record decoding loop behind ``decode_records`` and ``scan_keys``."""
+    rows: list = []
     append = rows.append
     base_offset = header.base_offset
     base_timestamp = header.base_timestamp
     size = len(section)
     pos = 0
-    one, read, present = _ONE, read_varint, PRESENT  # locals: the loop runs per record
+    one, read = _ONE, read_varint  # locals: the loop runs per record
     if layout is not None:
         count_byte, expected = layout.count_byte, layout.expected
     # One-byte varints (the common case for deltas and key lengths) are decoded inline.
@@ -168,8 +181,8 @@ def decode_records(
             else:
                 key = section[pos : pos + key_length]
                 pos += key_length
-            if not values:  # a key scan: whether the value is null (-1 is the byte 0x01)
-                append((offset, timestamp, key, None if section[pos] == 1 else present, ()))
+            if keys_only:  # is the value null? -1 is the single byte 0x01
+                append((offset, key, section[pos] == 1))
                 pos = end
                 continue
             value_length, pos = read(section, pos)
@@ -209,7 +222,7 @@ def decode_records(
         raise CorruptRecordError(
             f"batch declares {header.record_count} records but has {size - pos} extra bytes"
         )
-    if header.log_append_time:  # rare: fixing the timestamps afterwards keeps the loop lean
+    if header.log_append_time and not keys_only:  # rare: fixed afterwards, the loop stays lean
         fixed = header.max_timestamp
         return [(offset, fixed, key, value, extra) for offset, _, key, value, extra in rows]
     return rows

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field, replace
 
 from dari.records.batch import BatchHeader, CorruptRecordError, parse_header
 from dari.records.builder import rebuild_batch
-from dari.records.records import RawRecord, decode_records, iter_records, records_section
+from dari.records.records import iter_records, records_section, scan_keys
 from dari.storage.files import fsync_dir
 from dari.storage.loader import CLEANED_SUFFIX, SWAP_SUFFIX, CleanerCheckpoint
 from dari.storage.log import PartitionLog
@@ -285,7 +285,7 @@ class LogCleaner:
                 producer_last[header.producer_id] = header.base_offset
             if header.is_control:
                 continue
-            for offset, _ts, key, _value, _headers in _scan_keys(batch, header):
+            for offset, key, _ in scan_keys(records_section(batch, header), header):
                 if key is not None:
                     latest[key] = offset
 
@@ -331,10 +331,8 @@ class LogCleaner:
         stats.records_read += header.record_count
         if header.is_control:
             return batch
-        keep = [
-            self._keep(offset, key, value is None, state)
-            for offset, _ts, key, value, _headers in _scan_keys(batch, header)
-        ]
+        records = scan_keys(records_section(batch, header), header)
+        keep = [self._keep(offset, key, tomb, state) for offset, key, tomb in records]
         removed = keep.count(False)
         if not removed:
             return batch
@@ -494,12 +492,6 @@ class _Output:
 
     def discard(self) -> None:
         self.segment.discard()
-
-
-def _scan_keys(batch: memoryview, header: BatchHeader) -> list[RawRecord]:
-    """The records of a batch with only what the cleaner decides on: offset, key, and the
-    value's null-ness (None marks a tombstone); values are not copied, headers skipped."""
-    return decode_records(records_section(batch, header), header, values=False, headers=False)
 
 
 __all__ = ["CleanAbortedError", "CleanStats", "LogCleaner"]

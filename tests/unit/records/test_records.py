@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from dari.records import (
     HEADER_SIZE,
-    PRESENT,
     Codec,
     ControlType,
     CorruptRecordError,
@@ -29,6 +28,7 @@ from dari.records import (
     iter_records,
     parse_header,
     records_section,
+    scan_keys,
     seal_crc,
     valid_prefix,
     validate,
@@ -378,13 +378,11 @@ def test_decode_records_gives_plain_rows_with_raw_header_names() -> None:
 
 def test_key_scan_reports_tombstones_without_copying_values() -> None:
     batch = build_batch([(b"a", b"x" * 500), (b"b", None), (None, b"")], now_ms=NOW)
-    rows = decode_records(records_section(batch), parse_header(batch), values=False)
-    assert [(o, k, v) for o, _ts, k, v, _h in rows] == [
-        (0, b"a", PRESENT),
-        (1, b"b", None),
-        (2, None, PRESENT),
+    assert scan_keys(records_section(batch), parse_header(batch)) == [
+        (0, b"a", False),
+        (1, b"b", True),
+        (2, None, False),
     ]
-    assert all(h == () for *_rest, h in rows)
 
 
 @given(
@@ -409,10 +407,7 @@ def test_every_variant_agrees_with_iter_records(
     assert [r.headers for r in decoded] == [
         tuple((name.decode(), value) for name, value in row[4]) for row in full
     ]
-    keys = decode_records(section, header, values=False)
-    assert [(o, t, k, v is None) for o, t, k, v, _h in keys] == [
-        (r.offset, r.timestamp, r.key, r.value is None) for r in decoded
-    ]
+    assert scan_keys(section, header) == [(r.offset, r.key, r.value is None) for r in decoded]
     assert list(iter_key_values([(header, memoryview(batch))], 9)) == [
         (r.key, r.value) for r in decoded if r.offset >= 9
     ]
@@ -462,11 +457,11 @@ def test_iter_key_values_skips_control_batches_and_records_below_the_start() -> 
     assert list(iter_key_values(iter_batches(data), 1)) == [(b"b", b"2"), (b"c", None)]
 
 
-@pytest.mark.parametrize("values", [True, False])
-def test_decode_records_rejects_a_key_overrunning_its_record(values: bool) -> None:
+@pytest.mark.parametrize("decode", [decode_records, scan_keys])
+def test_decoding_rejects_a_key_overrunning_its_record(decode) -> None:
     batch = bytearray(build_batch([(b"key", b"value")], now_ms=NOW))
     # record: length, attributes, timestamp delta, offset delta, key length (3 -> 30)
     batch[HEADER_SIZE + 4] = 60
     seal_crc(batch)
     with pytest.raises(CorruptRecordError):
-        decode_records(records_section(batch), parse_header(batch), values=values)
+        decode(records_section(batch), parse_header(batch))
