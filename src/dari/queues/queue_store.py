@@ -343,23 +343,22 @@ def iter_messages(data: bytes) -> Iterator[tuple[int, int, Message]]:
 
 def batch_messages(
     header: BatchHeader, batch: memoryview, start: int = 0, end: int = 1 << 63
-) -> list[tuple[int, Message]]:
+) -> Iterator[tuple[int, Message]]:
     """(timestamp, message) of the records of one batch of a queue's messages log with
     offsets in [start, end) (``Message.offset`` is the record's offset).
 
     The read-back path of a paged queue and recovery: the records are decoded with the header
     layout this store writes known (``_LAYOUT``), so no generic ``Record`` is built; a batch
-    written otherwise (a Kafka producer's, say) goes through the generic reader."""
+    written otherwise (a Kafka producer's, say) goes through the generic reader. Messages are
+    yielded one by one, not collected: a consumer dropping each keeps the cyclic GC's young
+    generation small, which measurably speeds up reading back a long queue."""
     try:
         rows = decode_records(records_section(batch, header), header, layout=_LAYOUT)
     except LayoutMismatchError:
-        return [
-            (r.timestamp, Message.from_record(r))
-            for r in iter_records(batch)
-            if start <= r.offset < end
-        ]
-    out = []
-    append = out.append
+        for r in iter_records(batch):
+            if start <= r.offset < end:
+                yield r.timestamp, Message.from_record(r)
+        return
     for offset, timestamp, _key, body, (exchange, routing_key, properties) in rows:
         if not start <= offset < end:
             continue
@@ -370,8 +369,7 @@ def batch_messages(
             b"" if body is None else body,
             properties, delivery_mode, priority, expiration, offset,
         )
-        append((timestamp, message))
-    return out
+        yield timestamp, message
 
 
 _LAYOUT = HeaderLayout((EXCHANGE_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER))

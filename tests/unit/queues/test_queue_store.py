@@ -256,9 +256,9 @@ def test_batch_messages_keeps_only_the_offsets_asked_for() -> None:
     foreign[0:8] = (10).to_bytes(8, "big")
     for data in (ours, foreign):
         ((header, batch),) = iter_batches(bytes(data))
-        pairs = batch_messages(header, batch, 11, 13)
+        pairs = list(batch_messages(header, batch, 11, 13))
         assert [m.offset for _ts, m in pairs] == [11, 12]
-        assert len(batch_messages(header, batch)) == 5
+        assert len(list(batch_messages(header, batch))) == 5
     assert [ts for ts, _m in batch_messages(*next(iter_batches(bytes(ours))), 13)] == [
         1_003,
         1_004,
