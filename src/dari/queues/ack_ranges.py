@@ -132,9 +132,6 @@ class AckRanges:
                 yield start, end
                 return
 
-    def first_unacked(self) -> int:
-        return self.mark_delete
-
     # ---- persistence ----------------------------------------------------------------------------
 
     def encode(self) -> bytes:

@@ -1,4 +1,5 @@
-"""Kafka RecordBatch v2: headers, CRC32C, compression codecs, decoding and building batches.
+"""Kafka RecordBatch v2: headers, CRC32C, compression codecs, the one record reader
+(``records``) and the one writer (``builder``).
 
 This package imports nothing else from dari; storage and both protocols build on it.
 """
@@ -28,15 +29,24 @@ from dari.records.builder import (
     build_batch,
     build_control_batch,
     control_type,
+    pack_batch,
+    rebuild_batch,
 )
 from dari.records.compression import Codec, UnsupportedCompressionError, compress, decompress
 from dari.records.records import (
+    HeaderLayout,
+    LayoutMismatchError,
+    RawRecord,
     Record,
+    decode_records,
     iter_batch_records,
     iter_batches,
+    iter_key_values,
     iter_records,
     records_section,
+    scan_keys,
 )
+from dari.records.varint import read_varint, write_varint
 
 __all__ = [
     "CONTROL_MASK",
@@ -49,7 +59,10 @@ __all__ = [
     "Codec",
     "ControlType",
     "CorruptRecordError",
+    "HeaderLayout",
+    "LayoutMismatchError",
     "NewRecord",
+    "RawRecord",
     "Record",
     "UnsupportedCompressionError",
     "UnsupportedMagicError",
@@ -59,15 +72,22 @@ __all__ = [
     "compress",
     "compute_crc",
     "control_type",
+    "decode_records",
     "decompress",
     "iter_batch_records",
     "iter_batches",
+    "iter_key_values",
     "iter_records",
+    "pack_batch",
     "pack_header_into",
     "parse_header",
     "peek_size",
+    "read_varint",
+    "rebuild_batch",
     "records_section",
+    "scan_keys",
     "seal_crc",
     "valid_prefix",
     "validate",
+    "write_varint",
 ]

@@ -1,7 +1,9 @@
-"""Build RecordBatch v2 batches: for tests, internal topics, transaction markers and compaction.
+"""The one record writer: build RecordBatch v2 batches.
 
-Producers build their own batches, so this is not on the produce path; it favours a forgiving
-input format over speed. Each record may be given as
+``build_batch`` serves tests, internal topics, transaction markers and compaction; producers
+build their own batches, so it is not on the produce path and favours a forgiving input format
+over speed. ``pack_batch`` wraps an already encoded records section in its header (a queue's
+durable publish path encodes its records itself). Each record given to ``build_batch`` may be
 
 * a ``NewRecord`` or a plain tuple in its field order: ``(key, value)``, ``(key, value, headers)``,
   ``(key, value, headers, timestamp)``, ``(key, value, headers, timestamp, offset_delta)``;
@@ -33,6 +35,7 @@ from dari.records.batch import (
 )
 from dari.records.compression import Codec, UnsupportedCompressionError, compress
 from dari.records.records import Record
+from dari.records.varint import write_varint
 
 BytesLike = bytes | bytearray | memoryview
 HeaderValue = BytesLike | str | None
@@ -70,15 +73,6 @@ def _as_bytes(data: BytesLike | str | None) -> bytes | None:
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
     raise TypeError(f"expected bytes, str or None, not {type(data).__name__}")
-
-
-def write_varint(out: bytearray, value: int) -> None:
-    """Append ``value`` as a zigzag varint (Kafka's varint and varlong share this encoding)."""
-    zigzag = (value << 1) ^ (value >> 63)
-    while zigzag >= 0x80:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
 
 
 def _write_field(out: bytearray, data: bytes | None) -> None:
@@ -184,9 +178,60 @@ def build_batch(
     if is_control:
         attributes |= CONTROL_MASK
 
+    return pack_batch(
+        body,
+        record_count=len(items),
+        last_offset_delta=last_offset_delta,
+        base_timestamp=base_timestamp,
+        max_timestamp=max_timestamp,
+        attributes=attributes,
+        base_offset=base_offset,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        partition_leader_epoch=partition_leader_epoch,
+    )
+
+
+def rebuild_batch(header: BatchHeader, records: Iterable[RecordInput]) -> bytes:
+    """``records`` (decoded from the batch ``header`` describes, e.g. the survivors of
+    compaction) in a new batch that keeps that batch's offsets, producer id/epoch/sequence,
+    leader epoch, codec, timestamp type and transactional flag."""
+    return build_batch(
+        records,
+        base_offset=header.base_offset,
+        compression=header.compression,
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence,
+        timestamp_type_log_append=header.log_append_time,
+        is_transactional=header.is_transactional,
+        partition_leader_epoch=header.partition_leader_epoch,
+        now_ms=header.max_timestamp,
+        last_offset_delta=header.last_offset_delta,
+    )
+
+
+def pack_batch(
+    records: BytesLike,
+    *,
+    record_count: int,
+    last_offset_delta: int,
+    base_timestamp: int,
+    max_timestamp: int,
+    attributes: int = 0,
+    base_offset: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    partition_leader_epoch: int = 0,
+) -> bytes:
+    """One v2 batch around an encoded (and, per ``attributes``, compressed) records section:
+    the header packed in front, the CRC32C sealed. Every batch this broker writes is made
+    here, whether by ``build_batch`` or by a caller's own fast record encoder."""
     header = BatchHeader(
         base_offset=base_offset,
-        batch_length=HEADER_SIZE - LOG_OVERHEAD + len(body),
+        batch_length=HEADER_SIZE - LOG_OVERHEAD + len(records),
         partition_leader_epoch=partition_leader_epoch,
         magic=MAGIC_V2,
         crc=0,
@@ -197,11 +242,11 @@ def build_batch(
         producer_id=producer_id,
         producer_epoch=producer_epoch,
         base_sequence=base_sequence,
-        record_count=len(items),
+        record_count=record_count,
     )
     out = bytearray(HEADER_SIZE)
     pack_header_into(out, 0, header)
-    out += body
+    out += records
     seal_crc(out)
     return bytes(out)
 

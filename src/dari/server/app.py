@@ -26,7 +26,7 @@ from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
 from dari.server.kafka_handlers import KafkaHandlers
 from dari.storage import FlushScheduler, LogConfig, LogStore, PartitionLog
-from dari.storage.store import run_cleaner
+from dari.storage.store import run_cleaner, run_maintenance
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import TopicManager, remove_orphan_dirs
@@ -150,7 +150,9 @@ class Broker:
         self.kafka_address = (bound[0], bound[1])
         await self._start_amqp(settings)
         interval = settings["log.retention.check.interval.ms"] / 1000
-        self._spawn(self._maintenance(interval))
+        self._spawn(
+            run_maintenance(self._all_logs, interval, after_pass=self.producer_states.snapshot_all)
+        )
         self._spawn(run_cleaner(self._all_logs, settings["log.cleaner.backoff.ms"] / 1000))
 
     async def _start_amqp(self, settings: Settings) -> None:
@@ -263,22 +265,6 @@ class Broker:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    async def _maintenance(self, interval_s: float) -> None:
-        """Retention and time-based segment rolls, run every ``log.retention.check.interval.ms``."""
-        loop = asyncio.get_running_loop()
-        assert self.topics is not None
-        while True:
-            await asyncio.sleep(interval_s)
-            for plog in self._all_logs():
-                try:
-                    plog.roll_if_due(None)
-                    deleted = await loop.run_in_executor(None, plog.apply_retention, None)
-                    if deleted:
-                        log.info("retention deleted %d segments of %s", deleted, plog.directory)
-                except Exception:
-                    log.exception("maintenance of %s failed", plog.directory.name)
-            self.producer_states.snapshot_all()
 
     async def stop(self) -> None:
         if self._sighup:

@@ -56,9 +56,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from dari.records.batch import BatchHeader, CorruptRecordError, parse_header
-from dari.records.builder import build_batch
-from dari.records.records import iter_records, read_varint, records_section
-from dari.storage.loader import CLEANED_SUFFIX, SWAP_SUFFIX, CleanerCheckpoint, fsync_dir
+from dari.records.builder import rebuild_batch
+from dari.records.records import iter_records, records_section, scan_keys
+from dari.storage.files import fsync_dir
+from dari.storage.loader import CLEANED_SUFFIX, SWAP_SUFFIX, CleanerCheckpoint
 from dari.storage.log import PartitionLog
 from dari.storage.retention import segment_timestamp
 from dari.storage.segment import LogSegment
@@ -348,19 +349,7 @@ class LogCleaner:
         else:
             survivors = [r for r, wanted in zip(iter_records(batch), keep, strict=True) if wanted]
         stats.batches_rewritten += 1
-        return build_batch(
-            survivors,
-            base_offset=header.base_offset,
-            compression=header.compression,
-            producer_id=header.producer_id,
-            producer_epoch=header.producer_epoch,
-            base_sequence=header.base_sequence,
-            timestamp_type_log_append=header.log_append_time,
-            is_transactional=header.is_transactional,
-            partition_leader_epoch=header.partition_leader_epoch,
-            now_ms=header.max_timestamp,
-            last_offset_delta=header.last_offset_delta,
-        )
+        return rebuild_batch(header, survivors)
 
     @staticmethod
     def _keep(offset: int, key: bytes | None, tombstone: bool, state: _Pass) -> bool:
@@ -505,47 +494,4 @@ class _Output:
         self.segment.discard()
 
 
-def scan_keys(section: bytes, header: BatchHeader) -> list[tuple[int, bytes | None, bool]]:
-    """(offset, key, is tombstone) of every record in a batch's uncompressed records section,
-    skipping values and headers (the cleaner needs nothing else to decide). One-byte varints,
-    the common case for deltas and short keys, are decoded inline."""
-    out: list[tuple[int, bytes | None, bool]] = []
-    append = out.append
-    base = header.base_offset
-    size = len(section)
-    pos = 0
-    try:
-        for _ in range(header.record_count):
-            length, pos = read_varint(section, pos)
-            end = pos + length
-            if length < 0 or end > size:
-                raise CorruptRecordError(f"record length {length} overruns its batch")
-            cursor = pos + 1  # attributes
-            byte = section[cursor]  # timestamp delta: skipped
-            cursor = cursor + 1 if byte < 0x80 else read_varint(section, cursor)[1]
-            byte = section[cursor]
-            if byte < 0x80:
-                delta = (byte >> 1) ^ -(byte & 1)
-                cursor += 1
-            else:
-                delta, cursor = read_varint(section, cursor)
-            byte = section[cursor]
-            if byte < 0x80:
-                key_length = (byte >> 1) ^ -(byte & 1)
-                cursor += 1
-            else:
-                key_length, cursor = read_varint(section, cursor)
-            if key_length < 0:
-                key = None
-            else:
-                key = section[cursor : cursor + key_length]
-                cursor += key_length
-            # A null value is the varint -1: the single byte 0x01.
-            append((base + delta, key, section[cursor] == 1))
-            pos = end
-    except IndexError:
-        raise CorruptRecordError(f"records of batch {base} end inside a record") from None
-    return out
-
-
-__all__ = ["CleanAbortedError", "CleanStats", "LogCleaner", "scan_keys"]
+__all__ = ["CleanAbortedError", "CleanStats", "LogCleaner"]

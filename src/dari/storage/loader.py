@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dari.records.batch import CorruptRecordError
+from dari.storage.files import atomic_write, fsync_dir
 from dari.storage.index import IndexCorruptError
 from dari.storage.segment import (
     INDEX_SUFFIX,
@@ -65,7 +66,7 @@ def read_checkpoint(directory: Path) -> Checkpoint:
 def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
     """Atomically replace the checkpoint file (write temp, fsync, rename, fsync directory)."""
     data = f"{_CHECKPOINT_VERSION}\n{checkpoint.log_start_offset}\n{checkpoint.recovery_point}\n"
-    _replace_file(directory / CHECKPOINT_FILE, data)
+    atomic_write(directory / CHECKPOINT_FILE, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,27 +123,7 @@ def write_cleaner_checkpoint(directory: Path, checkpoint: CleanerCheckpoint) -> 
         str(len(checkpoint.marks)),
         *(f"{upto} {at}" for upto, at in checkpoint.marks),
     ]
-    _replace_file(directory / CLEANER_CHECKPOINT_FILE, "\n".join(lines) + "\n")
-
-
-def _replace_file(path: Path, data: str) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(directory / CLEANER_CHECKPOINT_FILE, "\n".join(lines) + "\n")
 
 
 @dataclass

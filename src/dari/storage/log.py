@@ -19,14 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dari.records.batch import BatchHeader, assign_offsets
-from dari.records.records import iter_records
+from dari.records.records import iter_batches, iter_records
 from dari.storage.config import LogConfig
+from dari.storage.files import fsync_dir
 from dari.storage.loader import (
     CLEAN_SHUTDOWN_FILE,
     Checkpoint,
     CleanerCheckpoint,
     LoadedLog,
-    fsync_dir,
     load_log,
     write_checkpoint,
     write_cleaner_checkpoint,
@@ -35,6 +35,7 @@ from dari.storage.retention import segments_to_delete
 from dari.storage.segment import LogSegment
 
 _INT32_MAX = (1 << 31) - 1
+SCAN_CHUNK_BYTES = 1 << 20  # what iter_batches reads per call of ``read``
 
 
 class OffsetOutOfRangeError(Exception):
@@ -261,6 +262,39 @@ class PartitionLog:
             if data is not None:
                 return data
         return b""
+
+    def iter_batches(
+        self, from_offset: int, chunk_bytes: int = SCAN_CHUNK_BYTES
+    ) -> Iterator[tuple[BatchHeader, memoryview]]:
+        """Every batch holding an offset >= ``from_offset``, in order up to the log end, across
+        segments and over a compacted log's gaps, read with ``read`` in chunks of about
+        ``chunk_bytes``: how recovery and replay read a whole log.
+
+        The first batch may start below ``from_offset`` (it holds it); callers decoding records
+        skip those below. A ``from_offset`` below the log start, or a start that retention
+        moves while iterating, continues at the log start; the walk ends at the log end (as
+        it is when the walk gets there) or when truncation cuts the log below its position.
+        Runs where ``read`` may: on the event loop, or in a worker thread at start before
+        anything else touches the log.
+        """
+        offset = from_offset
+        while True:
+            offset = max(offset, self.log_start_offset)
+            try:
+                data = self.read(offset, chunk_bytes)
+            except OffsetOutOfRangeError:
+                if offset < self.log_start_offset:
+                    continue  # retention moved the start meanwhile: go on from there
+                return  # truncated below ``offset``
+            if not data:
+                return
+            after = offset
+            for header, batch in iter_batches(data):
+                yield header, batch
+                after = header.next_offset
+            if after <= offset:  # pragma: no cover - read returns batches holding offset
+                return
+            offset = after
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the earliest record with timestamp >= ``timestamp_ms``

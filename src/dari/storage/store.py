@@ -348,28 +348,58 @@ async def run_maintenance(
     logs: LogsProvider | LogStore,
     interval_s: float = 30.0,
     clock: Callable[[], float] = time.time,
+    *,
+    executor: Executor | None = None,
+    after_pass: Callable[[], None] | None = None,
 ) -> None:
-    """Forever: roll active segments older than segment.ms and apply retention to every log.
+    """Forever: every ``interval_s``, roll active segments older than segment.ms and apply
+    retention to every log, then call ``after_pass`` (the broker snapshots producer state).
 
-    Runs on the event loop (retention only unlinks files and rewrites a tiny checkpoint). Start
-    it as a task owned by the server and cancel it on shutdown, e.g.
-    ``tg.create_task(run_maintenance(store, 30))``.
+    Rolls run on the event loop (they change the active segment appends go to); retention,
+    which unlinks segment files, runs in ``executor`` (default: the loop's) so a large
+    deletion does not stall the loop. Start it as a task owned by the server and cancel it
+    on shutdown, e.g. ``tg.create_task(run_maintenance(store, 30))``.
     """
     provider = _provider(logs)
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval_s)
-        maintain(provider(), int(clock() * 1000))
+        now_ms = int(clock() * 1000)
+        live = [partition_log for partition_log in provider() if not partition_log.closed]
+        roll_due(live, now_ms)
+        await loop.run_in_executor(executor, apply_retention, live, now_ms)
+        if after_pass is not None:
+            after_pass()
 
 
 def maintain(logs: Iterable[PartitionLog], now_ms: int) -> int:
-    """One maintenance pass (time-based rolls, then retention); returns segments deleted."""
-    deleted = 0
-    for partition_log in list(logs):
-        if partition_log.closed:
-            continue
+    """One maintenance pass in the calling thread (time-based rolls, then retention);
+    returns the segments deleted."""
+    live = [partition_log for partition_log in logs if not partition_log.closed]
+    roll_due(live, now_ms)
+    return apply_retention(live, now_ms)
+
+
+def roll_due(logs: Iterable[PartitionLog], now_ms: int) -> None:
+    """Roll the active segments older than segment.ms; a failing log is logged and skipped."""
+    for partition_log in logs:
         try:
             partition_log.roll_if_due(now_ms)
-            deleted += partition_log.apply_retention(now_ms)
-        except OSError:
+        except Exception:
             log.exception("maintenance of %s failed", partition_log)
+
+
+def apply_retention(logs: Iterable[PartitionLog], now_ms: int) -> int:
+    """Apply retention to each log (any thread); returns the segments deleted. A failing log
+    is logged and the others still get their turn."""
+    deleted = 0
+    for partition_log in logs:
+        try:
+            count = partition_log.apply_retention(now_ms)
+        except Exception:
+            log.exception("maintenance of %s failed", partition_log)
+            continue
+        if count:
+            log.info("retention deleted %d segments of %s", count, partition_log.directory)
+        deleted += count
     return deleted

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import uuid
@@ -18,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dari.storage import LogConfig, LogStore, PartitionLog
+from dari.storage import LogConfig, LogStore, PartitionLog, atomic_write
 from dari.streams.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
@@ -59,20 +58,6 @@ class Topic:
     @property
     def is_internal(self) -> bool:
         return self.name.startswith("__")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class TopicManager:
@@ -224,7 +209,7 @@ class TopicManager:
             "partitions": partitions,
             "configs": topic.configs,
         }
-        _write_atomically(self._meta_dir / f"{topic.name}.json", json.dumps(meta).encode())
+        atomic_write(self._meta_dir / f"{topic.name}.json", json.dumps(meta).encode())
 
 
 def remove_orphan_dirs(data_dir: Path, known: set[str]) -> None:

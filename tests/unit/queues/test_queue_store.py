@@ -10,7 +10,7 @@ from pathlib import Path
 from dari.message import Message, encode_properties
 from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.queue import Queue
-from dari.queues.queue_store import QueueStore, encode_message_batch
+from dari.queues.queue_store import QueueStore, batch_messages, encode_message_batch
 from dari.records import build_batch, iter_batches
 from dari.storage import FlushScheduler, LogConfig
 
@@ -247,3 +247,19 @@ async def test_consumer_acks_flow_to_disk_at_end_of_turn(tmp_path: Path) -> None
     again = open_queue(tmp_path / "q")
     assert again.recovered == 20  # 10 more were delivered but not acked
     assert drain(again)[:1] == [(b"job-10", True)]
+
+
+def test_batch_messages_keeps_only_the_offsets_asked_for() -> None:
+    ours = bytearray(encode_message_batch([(pmsg(i), 1_000 + i) for i in range(5)]))
+    ours[0:8] = (10).to_bytes(8, "big")
+    foreign = bytearray(build_batch([(b"key", b"v%d" % i) for i in range(5)], now_ms=7))
+    foreign[0:8] = (10).to_bytes(8, "big")
+    for data in (ours, foreign):
+        ((header, batch),) = iter_batches(bytes(data))
+        pairs = list(batch_messages(header, batch, 11, 13))
+        assert [m.offset for _ts, m in pairs] == [11, 12]
+        assert len(list(batch_messages(header, batch))) == 5
+    assert [ts for ts, _m in batch_messages(*next(iter_batches(bytes(ours))), 13)] == [
+        1_003,
+        1_004,
+    ]

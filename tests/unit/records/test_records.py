@@ -11,6 +11,8 @@ from dari.records import (
     Codec,
     ControlType,
     CorruptRecordError,
+    HeaderLayout,
+    LayoutMismatchError,
     NewRecord,
     Record,
     UnsupportedCompressionError,
@@ -19,10 +21,14 @@ from dari.records import (
     build_batch,
     build_control_batch,
     control_type,
+    decode_records,
     iter_batch_records,
     iter_batches,
+    iter_key_values,
     iter_records,
     parse_header,
+    records_section,
+    scan_keys,
     seal_crc,
     valid_prefix,
     validate,
@@ -350,3 +356,112 @@ def test_mangled_records_never_escape_as_other_errors(
             assert isinstance(record, Record)
     except CorruptRecordError:
         pass
+
+
+# --- decode_records: the one reader and its fast variants -----------------------------------
+
+
+def test_decode_records_gives_plain_rows_with_raw_header_names() -> None:
+    batch = build_batch(
+        [(b"k", b"v", [("h", b"x")], NOW + 3), (None, None, (), NOW + 5)],
+        base_offset=10,
+        now_ms=NOW,
+    )
+    header = parse_header(batch)
+    rows = decode_records(records_section(batch), header)
+    assert rows == [(10, NOW + 3, b"k", b"v", ((b"h", b"x"),)), (11, NOW + 5, None, None, ())]
+    assert decode_records(records_section(batch), header, headers=False) == [
+        (10, NOW + 3, b"k", b"v", ()),
+        (11, NOW + 5, None, None, ()),
+    ]
+
+
+def test_key_scan_reports_tombstones_without_copying_values() -> None:
+    batch = build_batch([(b"a", b"x" * 500), (b"b", None), (None, b"")], now_ms=NOW)
+    assert scan_keys(records_section(batch), parse_header(batch)) == [
+        (0, b"a", False),
+        (1, b"b", True),
+        (2, None, False),
+    ]
+
+
+@given(
+    records=new_records, codec=st.sampled_from([Codec.NONE, Codec.GZIP]), log_append=st.booleans()
+)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_every_variant_agrees_with_iter_records(
+    records: list[NewRecord], codec: Codec, log_append: bool
+) -> None:
+    batch = build_batch(
+        records,
+        base_offset=7,
+        compression=codec,
+        timestamp_type_log_append=log_append,
+        now_ms=NOW,
+    )
+    header = parse_header(batch)
+    section = records_section(batch, header)
+    decoded = list(iter_records(batch))
+    full = decode_records(section, header)
+    assert [(r.offset, r.timestamp, r.key, r.value) for r in decoded] == [row[:4] for row in full]
+    assert [r.headers for r in decoded] == [
+        tuple((name.decode(), value) for name, value in row[4]) for row in full
+    ]
+    assert scan_keys(section, header) == [(r.offset, r.key, r.value is None) for r in decoded]
+    assert list(iter_key_values([(header, memoryview(batch))], 9)) == [
+        (r.key, r.value) for r in decoded if r.offset >= 9
+    ]
+
+
+def test_header_layout_gives_the_values_of_known_headers() -> None:
+    layout = HeaderLayout(("first", "second"))
+    batch = build_batch(
+        [
+            (None, b"body", [("first", b"1"), ("second", b"")]),
+            (b"k", None, [("first", b"x"), ("second", b"y")]),
+        ],
+        now_ms=NOW,
+    )
+    rows = decode_records(records_section(batch), parse_header(batch), layout=layout)
+    assert [(k, v, h) for _o, _t, k, v, h in rows] == [
+        (None, b"body", [b"1", b""]),
+        (b"k", None, [b"x", b"y"]),
+    ]
+    assert layout.prefixes == (b"\x0afirst", b"\x0csecond")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("first", b"1")],  # too few
+        [("second", b"1"), ("first", b"2")],  # other order
+        [("first", b"1"), ("secone", b"2")],  # another name
+        [("first", b"1"), ("second", None)],  # a null value
+        [("first", b"1"), ("second", b"2"), ("third", b"3")],  # too many
+    ],
+)
+def test_header_layout_mismatch_is_reported_not_corrupt(headers) -> None:
+    layout = HeaderLayout(("first", "second"))
+    batch = build_batch([(None, b"body", headers)], now_ms=NOW)
+    with pytest.raises(LayoutMismatchError):
+        decode_records(records_section(batch), parse_header(batch), layout=layout)
+
+
+def test_iter_key_values_skips_control_batches_and_records_below_the_start() -> None:
+    data = (
+        build_batch([(b"a", b"1"), (b"b", b"2")], base_offset=0, now_ms=NOW)
+        + build_control_batch(ControlType.COMMIT, producer_id=1, producer_epoch=0, base_offset=2)
+        + build_batch([(b"c", None)], base_offset=3, now_ms=NOW)
+    )
+    assert list(iter_key_values(iter_batches(data))) == [(b"a", b"1"), (b"b", b"2"), (b"c", None)]
+    assert list(iter_key_values(iter_batches(data), 1)) == [(b"b", b"2"), (b"c", None)]
+
+
+@pytest.mark.parametrize("decode", [decode_records, scan_keys])
+def test_decoding_rejects_a_key_overrunning_its_record(decode) -> None:
+    batch = bytearray(build_batch([(b"key", b"value")], now_ms=NOW))
+    # record: length, attributes, timestamp delta, offset delta, key length (3 -> 30)
+    batch[HEADER_SIZE + 4] = 60
+    seal_crc(batch)
+    with pytest.raises(CorruptRecordError):
+        decode(records_section(batch), parse_header(batch))

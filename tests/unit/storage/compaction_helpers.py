@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dari.records import BatchHeader, Record, build_batch, iter_batches, iter_records, validate
+from dari.records import BatchHeader, Record, build_batch, iter_records, validate
 from dari.storage import LogConfig, PartitionLog
 
 Item = tuple[bytes | None, bytes | None]  # (key, value); value None = tombstone
@@ -89,17 +89,10 @@ def read_log(log: PartitionLog, max_bytes: int = 1 << 20) -> tuple[list[BatchHea
     (batches hold offsets, compacted ones with holes)."""
     headers: list[BatchHeader] = []
     records: list[Record] = []
-    offset = log.log_start_offset
-    while offset < log.log_end_offset:
-        data = log.read(offset, max_bytes)
-        if not data:
-            break
-        for header, batch in iter_batches(bytes(data)):
-            if header.last_offset < offset:
-                continue
-            headers.append(header)
-            records.extend(r for r in iter_records(batch) if r.offset >= offset)
-            offset = header.next_offset
+    start = log.log_start_offset
+    for header, batch in log.iter_batches(start, max_bytes):
+        headers.append(header)
+        records.extend(r for r in iter_records(batch) if r.offset >= start)
     return headers, records
 
 

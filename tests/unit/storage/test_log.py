@@ -8,6 +8,7 @@ import random
 import threading
 
 import pytest
+from compaction_helpers import COMPACT, write_updates
 from storage_helpers import (
     FakeClock,
     append,
@@ -25,7 +26,13 @@ from dari.records import (
     parse_header,
     validate,
 )
-from dari.storage import LogClosedError, LogConfig, OffsetOutOfRangeError, PartitionLog
+from dari.storage import (
+    LogCleaner,
+    LogClosedError,
+    LogConfig,
+    OffsetOutOfRangeError,
+    PartitionLog,
+)
 from dari.storage.segment import segment_name
 
 
@@ -357,3 +364,57 @@ def test_retention_in_a_worker_thread_while_reading_and_appending(tmp_path):
     assert deleted > 0 and reads > 0
     assert log.size_bytes == sum(p.stat().st_size for p in (tmp_path / "t-0").glob("*.log"))
     assert read_all(log) == list(range(log.log_start_offset, 1200))
+
+
+# ---- iter_batches: whole-log reads -----------------------------------------------------------
+
+
+def test_iter_batches_of_an_empty_log_yields_nothing(tmp_path):
+    log = open_log(tmp_path / "t-0")
+    assert list(log.iter_batches(0)) == []
+    log.delete_records(0)
+    assert list(log.iter_batches(5)) == []
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 300, 1 << 20])
+def test_iter_batches_crosses_segments_from_inside_a_batch(tmp_path, chunk_bytes):
+    log = open_log(tmp_path / "t-0", segment_bytes=700, index_interval_bytes=100)
+    for _ in range(30):
+        append(log, make_batch(3))  # offsets 3n .. 3n+2
+    assert len(log.segments) > 3
+    for start in (0, 1, 4, 44, 45, 89):
+        batches = list(log.iter_batches(start, chunk_bytes))
+        assert [h.base_offset for h, _ in batches] == list(range(start // 3 * 3, 90, 3))
+        assert all(h.size == len(b) for h, b in batches)
+        assert [o for _, b in batches for o in record_offsets(b) if o >= start] == list(
+            range(start, 90)
+        )
+    assert list(log.iter_batches(90)) == []
+
+
+def test_iter_batches_starts_at_the_log_start(tmp_path):
+    log = open_log(tmp_path / "t-0", segment_bytes=700)
+    for _ in range(30):
+        append(log, make_batch(3))
+    log.delete_records(40)
+    first, *_ = log.iter_batches(0)
+    assert first[0].base_offset == 39  # the batch holding the log start offset
+    assert first[0].last_offset >= log.log_start_offset
+
+
+def test_iter_batches_steps_over_the_gaps_of_a_compacted_log(tmp_path):
+    log = PartitionLog.open(tmp_path / "t-0", COMPACT)
+    written = write_updates(log, rounds=6, keys=5)
+    assert log.roll_if_due(log.segments[-1].rolling_ms + log.config.roll_ms)
+    assert LogCleaner().clean(log, 2_000_000_000, force=True).cleaned
+    batches = list(log.iter_batches(0, 200))
+    offsets = [o for _, b in batches for o in record_offsets(b)]
+    assert len(offsets) < len(written.records)  # compaction left gaps
+    assert offsets == sorted(offsets)
+    latest = {}
+    for offset in offsets:
+        latest[written.records[offset].key] = written.records[offset].value
+    assert latest == written.latest()
+    middle = offsets[len(offsets) // 2] - 1  # maybe in a gap: starts at the next batch
+    later = [o for _, b in log.iter_batches(middle) for o in record_offsets(b) if o >= middle]
+    assert later == [o for o in offsets if o >= middle]

@@ -1,9 +1,11 @@
-"""LogStore (data directory, lock) and FlushScheduler (group commit, interval, os)."""
+"""LogStore (data directory, lock), FlushScheduler (group commit, interval, os) and the
+maintenance loop."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 from storage_helpers import append, make_batch, read_all
@@ -14,6 +16,7 @@ from dari.storage import (
     LogConfig,
     LogStore,
     PartitionLog,
+    run_maintenance,
 )
 from dari.storage.loader import read_checkpoint
 
@@ -201,3 +204,33 @@ def test_from_topic_configs():
 def test_from_topic_configs_rejects_bad_values(name, value):
     with pytest.raises(ValueError, match=name):
         LogConfig.from_topic_configs({name: value})
+
+
+async def test_run_maintenance_rolls_expires_and_calls_back_after_each_pass(tmp_path, clock):
+    store = LogStore(tmp_path / "data", clock)
+    log = store.open_log("t-0", LogConfig(segment_ms=1000, retention_ms=5000))
+    closed = store.open_log("t-1", LogConfig(segment_ms=1000, retention_ms=5000))
+    append(log, make_batch(2, timestamp=int(clock() * 1000)))
+    closed.close()  # closed logs are passed over
+    threads = []
+    passes = asyncio.Queue()
+
+    def after_pass() -> None:
+        passes.put_nowait(len(log.segments))
+
+    def provider():
+        threads.append(threading.get_ident())
+        return store.logs.values()
+
+    clock.advance_ms(2000)
+    task = asyncio.ensure_future(run_maintenance(provider, 0.001, clock, after_pass=after_pass))
+    try:
+        assert await asyncio.wait_for(passes.get(), 30) == 2  # rolled, not yet expired
+        clock.advance_ms(10_000)
+        while await asyncio.wait_for(passes.get(), 30) != 1:
+            pass
+    finally:
+        task.cancel()
+    assert log.log_start_offset == 2
+    assert set(threads) == {threading.get_ident()}  # the provider is asked on the loop
+    store.close()

@@ -12,14 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
-from dari.records import (
-    CONTROL_MASK,
-    build_batch,
-    iter_batches,
-    records_section,
-    validate,
-)
-from dari.records.records import read_varint
+from dari.records import build_batch, iter_key_values, validate
 from dari.storage import PartitionLog
 from dari.streams.groups.messages import OffsetsRecord
 from dari.streams.groups.offsets import OFFSETS_TOPIC, LoadedState
@@ -88,39 +81,5 @@ class OffsetsLog:
 
 def read_records(plog: PartitionLog) -> Iterator[tuple[bytes | None, bytes | None]]:
     """(key, value) of every record in the log, in offset order."""
-    offset = plog.log_start_offset
-    while offset < plog.log_end_offset:
-        data = plog.read(offset, READ_CHUNK)
-        if not data:
-            break
-        last = offset
-        for header, batch in iter_batches(data):
-            last = header.next_offset
-            if header.attributes & CONTROL_MASK or header.record_count == 0:
-                continue
-            skip_below = offset - header.base_offset
-            yield from _key_values(records_section(batch, header), header.record_count, skip_below)
-        if last <= offset:
-            break
-        offset = last
-
-
-def _key_values(
-    data: bytes, count: int, skip_below: int
-) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Keys and values of a batch's records; only what replay needs, so no Record objects."""
-    pos = 0
-    for _ in range(count):
-        length, pos = read_varint(data, pos)
-        end = pos + length
-        _timestamp_delta, pos = read_varint(data, pos + 1)  # +1: the attributes byte
-        offset_delta, pos = read_varint(data, pos)
-        key_length, pos = read_varint(data, pos)
-        key = None
-        if key_length >= 0:
-            key, pos = data[pos : pos + key_length], pos + key_length
-        value_length, pos = read_varint(data, pos)
-        value = None if value_length < 0 else data[pos : pos + value_length]
-        if offset_delta >= skip_below:
-            yield key, value
-        pos = end
+    start = plog.log_start_offset
+    return iter_key_values(plog.iter_batches(start, READ_CHUNK), start)
