@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from dari.records import iter_records
 from dari.records.batch import BatchHeader, CorruptRecordError, UnsupportedMagicError, validate
-from dari.storage import LogClosedError, LogConfig, PartitionLog
+from dari.storage import LogClosedError, LogConfig, LogStore, PartitionLog
 from dari.storage import OffsetOutOfRangeError as LogOffsetOutOfRange
 from dari.streams.errors import (
     AppendError,
@@ -215,11 +215,12 @@ class Partition:
     def close(self) -> None:
         self.log.close()
 
-    def delete(self) -> None:
-        """Remove the partition: its producer state first, so no snapshot recreates files in
-        the removed directory, then the log."""
+    def delete(self, store: LogStore) -> None:
+        """Remove the partition: its producer state first, so no snapshot writes into the
+        removed directory, then its log from ``store`` (so a topic created again under the
+        same name gets a new log, not this closed one)."""
         self._producer_states.forget(self.log)
-        self.log.delete()
+        store.remove_log(self.log.directory.name)
 
 
 async def wait_for_append(partitions: Sequence[Partition], timeout: float) -> None:

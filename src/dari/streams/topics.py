@@ -235,7 +235,7 @@ class TopicManager:
         self.by_id.pop(topic.topic_id, None)
         (self._meta_dir / f"{name}.json").unlink(missing_ok=True)
         for partition in topic._rules:
-            partition.delete()
+            partition.delete(self.store)
         log.info("deleted topic %s", name)
         return topic
 
