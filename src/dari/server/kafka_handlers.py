@@ -1,5 +1,9 @@
 """Kafka request handlers: decoded requests in, responses out, the streams domain in between.
 
+Handlers only translate: the produce rules, reads and offset look-ups are ``Partition``'s
+(``dari.streams.partition``), topic changes ``TopicManager``'s; their domain errors and
+``AppendError`` values become Kafka error codes here.
+
 Each handler returns either a finished response or an awaitable of one (only produce with
 ``acks=all`` under a flush policy and long-polling fetches ever wait), so the connection can keep
 the common case free of task creation. Responses are built from the schema library's classes
