@@ -30,7 +30,6 @@ from dari.storage.store import run_cleaner, run_maintenance
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import TopicManager, remove_orphan_dirs
-from dari.streams.waiters import AppendWaiters
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,10 @@ class Broker:
     async def _open(self, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         self.topics = TopicManager(
-            self.store, broker_log_config(settings), settings["num.partitions"]
+            self.store,
+            broker_log_config(settings),
+            settings["num.partitions"],
+            producer_states=self.producer_states,
         )
         await loop.run_in_executor(None, self.topics.load)
         remove_orphan_dirs(settings.data_dir, {p.directory.name for p in self.topics.all_logs()})
@@ -113,14 +115,12 @@ class Broker:
         handlers = KafkaHandlers(
             self.topics,
             self.flusher,
-            AppendWaiters(),
             node_id=settings["node.id"],
             cluster_id=_cluster_id(settings.data_dir, settings["cluster.id"]),
             advertised=self._advertised,
             auto_create=settings["auto.create.topics.enable"],
             message_max_bytes=settings["message.max.bytes"],
             producer_ids=ProducerIdManager(settings.data_dir / ".meta"),
-            producer_states=self.producer_states,
         )
         self.kafka_handlers = handlers
         # Further Kafka APIs (groups, admin) add their handlers to handlers.table here.

@@ -31,8 +31,13 @@ from dari.server.kafka_handlers import (
     Response,
     ResponseBuilder,
 )
-from dari.storage import LogClosedError, OffsetOutOfRangeError
-from dari.streams.errors import InvalidConfigError, InvalidTopicError, UnknownTopicError
+from dari.streams.errors import (
+    InvalidConfigError,
+    InvalidTopicError,
+    OffsetOutOfRangeError,
+    PolicyViolationError,
+    UnknownTopicError,
+)
 from dari.streams.topic_configs import (
     TOPIC_CONFIGS,
     ConfigType,
@@ -522,27 +527,22 @@ class KafkaAdmin:
 
     def _delete_before(self, name: str, index: int, offset: int) -> int:
         topic = self.topics.get(name)
-        if topic is None or not 0 <= index < len(topic.partitions):
+        partition = topic.partition(index) if topic is not None else None
+        if topic is None or partition is None:
             raise Refused(ErrorCode.unknown_topic_or_partition, f"unknown partition {name}-{index}")
         if topic.is_internal:
             raise Refused(
                 ErrorCode.invalid_topic_exception,
                 f"Cannot delete records of internal topic {name}",
             )
-        policy = split_list(topic.configs.get("cleanup.policy", "delete"))
-        if "delete" not in policy:
-            raise Refused(
-                ErrorCode.policy_violation,
-                f"Records of partition {name}-{index} can not be deleted due to the "
-                "configured policy",
-            )
-        plog = topic.partitions[index]
-        target = plog.log_end_offset if offset == -1 else offset
+        target = partition.high_watermark if offset == -1 else offset  # -1: the high watermark
         try:
-            return plog.delete_records(target)
+            return partition.delete_records(target)
+        except PolicyViolationError as exc:
+            raise Refused(ErrorCode.policy_violation, str(exc)) from None
         except OffsetOutOfRangeError as exc:
             raise Refused(ErrorCode.offset_out_of_range, str(exc)) from None
-        except LogClosedError as exc:
+        except UnknownTopicError as exc:
             raise Refused(ErrorCode.unknown_topic_or_partition, str(exc)) from None
 
     # -- OffsetForLeaderEpoch --------------------------------------------------------------
@@ -558,7 +558,7 @@ class KafkaAdmin:
                 error, epoch, end = NO_ERROR, -1, -1
                 current = part.current_leader_epoch
                 try:
-                    plog = self.topics.partition(req_topic.topic, part.partition)
+                    partition = self.topics.partition(req_topic.topic, part.partition)
                 except UnknownTopicError:
                     error = ErrorCode.unknown_topic_or_partition
                 else:
@@ -567,7 +567,7 @@ class KafkaAdmin:
                     elif current > LEADER_EPOCH:
                         error = ErrorCode.unknown_leader_epoch
                     elif part.leader_epoch == LEADER_EPOCH:
-                        epoch, end = LEADER_EPOCH, plog.log_end_offset
+                        epoch, end = LEADER_EPOCH, partition.high_watermark
                 partitions.append(
                     build(
                         "EpochEndOffset",

@@ -140,7 +140,7 @@ class GroupService:
             coordinator,
             offsets_log,
             flusher,
-            handlers.waiters,
+            topics.waiters,
             node_id=handlers.node_id,
             advertised=handlers.advertised,
             expiry_interval_s=settings["offsets.retention.check.interval.ms"] / 1000,

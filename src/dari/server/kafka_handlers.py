@@ -1,5 +1,9 @@
 """Kafka request handlers: decoded requests in, responses out, the streams domain in between.
 
+Handlers only translate: the produce rules, reads and offset look-ups are ``Partition``'s
+(``dari.streams.partition``), topic changes ``TopicManager``'s; their domain errors and
+``AppendError`` values become Kafka error codes here.
+
 Each handler returns either a finished response or an awaitable of one (only produce with
 ``acks=all`` under a flush policy and long-polling fetches ever wait), so the connection can keep
 the common case free of task creation. Responses are built from the schema library's classes
@@ -33,26 +37,22 @@ from dari.protocol.kafka.produce import (
     ProduceRequestData,
     encode_produce_response,
 )
-from dari.records import iter_records
-from dari.records.batch import BatchHeader, CorruptRecordError, UnsupportedMagicError, validate
-from dari.storage import FlushScheduler, OffsetOutOfRangeError, PartitionLog
+from dari.storage import FlushScheduler
 from dari.streams.errors import (
+    AppendError,
     InvalidConfigError,
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     InvalidTopicError,
+    OffsetOutOfRangeError,
+    PolicyViolationError,
     StreamsError,
     TopicExistsError,
     UnknownTopicError,
 )
-from dari.streams.producer_state import (
-    PartitionProducerState,
-    ProducerStateError,
-    ProducerStates,
-)
+from dari.streams.partition import Partition, wait_for_append
 from dari.streams.producers import ProducerIdManager
 from dari.streams.topics import Topic, TopicManager, check_topic_name
-from dari.streams.waiters import AppendWaiters
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +102,22 @@ _DOMAIN_CODES: dict[type[StreamsError], ErrorCode] = {
     InvalidPartitionsError: ErrorCode.invalid_partitions,
     InvalidConfigError: ErrorCode.invalid_config,
     InvalidReplicationFactorError: ErrorCode.invalid_replication_factor,
+    OffsetOutOfRangeError: ErrorCode.offset_out_of_range,
+    PolicyViolationError: ErrorCode.policy_violation,
+}
+
+APPEND_CODES: dict[AppendError, ErrorCode] = {
+    AppendError.INVALID_RECORD: ErrorCode.invalid_record,
+    AppendError.MESSAGE_TOO_LARGE: ErrorCode.message_too_large,
+    AppendError.UNSUPPORTED_FORMAT: ErrorCode.unsupported_for_message_format,
+    AppendError.CORRUPT_RECORD: ErrorCode.corrupt_message,
+    AppendError.OUT_OF_ORDER_SEQUENCE: ErrorCode.out_of_order_sequence_number,
+    AppendError.INVALID_PRODUCER_EPOCH: ErrorCode.invalid_producer_epoch,
 }
 
 
 def error_code_of(exc: StreamsError) -> ErrorCode:
     return _DOMAIN_CODES.get(type(exc), ErrorCode.unknown_server_error)
-
-
-def _keyless_record(records: memoryview, headers: list[BatchHeader]) -> str | None:
-    """Kafka refuses records without a key on compacted topics: the cleaner could never
-    decide which of them is the latest."""
-    pos = 0
-    for header in headers:
-        if not header.is_control:
-            batch = records[pos : pos + header.size]
-            try:
-                for record in iter_records(batch):
-                    if record.key is None:
-                        return "compacted topic cannot accept message without key"
-            except CorruptRecordError as exc:
-                return str(exc)
-        pos += header.size
-    return None
 
 
 class ResponseBuilder:
@@ -154,7 +148,6 @@ class KafkaHandlers:
         self,
         topics: TopicManager,
         flusher: FlushScheduler,
-        waiters: AppendWaiters,
         *,
         node_id: int,
         cluster_id: str,
@@ -162,13 +155,10 @@ class KafkaHandlers:
         auto_create: bool,
         message_max_bytes: int,
         producer_ids: ProducerIdManager,
-        producer_states: ProducerStates,
     ) -> None:
         self.producer_ids = producer_ids
-        self.producer_states = producer_states
         self.topics = topics
         self.flusher = flusher
-        self.waiters = waiters
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.advertised = advertised
@@ -213,22 +203,43 @@ class KafkaHandlers:
                 error = NO_ERROR
             except StreamsError as exc:
                 topic, error = None, error_code_of(exc)
-                if isinstance(exc, InvalidTopicError):
-                    error = ErrorCode.invalid_topic_exception
             for part in topic_data.partitions:
                 if topic is None:
                     partition_results.append(PartitionResult(part.index, error, -1))
                     continue
-                if not 0 <= part.index < len(topic.partitions):
+                partition = topic.partition(part.index)
+                if partition is None:
                     partition_results.append(
                         PartitionResult(part.index, ErrorCode.unknown_topic_or_partition, -1)
                     )
                     continue
-                plog = topic.partitions[part.index]
-                result = self._append(topic, plog, part.index, part.records)
-                partition_results.append(result)
-                if result.error_code == NO_ERROR and plog.config.flush == "always":
-                    durable_waits.append(self.flusher.durable(plog, plog.log_end_offset))
+                result = partition.append(part.records)
+                if result.error is not None:
+                    partition_results.append(
+                        PartitionResult(
+                            part.index,
+                            APPEND_CODES[result.error],
+                            -1,
+                            -1,
+                            result.log_start_offset,
+                            result.message,
+                            result.record_errors,
+                        )
+                    )
+                    continue
+                partition_results.append(
+                    PartitionResult(
+                        part.index,
+                        NO_ERROR,
+                        result.base_offset,
+                        result.log_append_time,
+                        result.log_start_offset,
+                    )
+                )
+                if partition.config.flush == "always":
+                    durable_waits.append(
+                        self.flusher.durable(partition.log, partition.high_watermark)
+                    )
         if req.acks == 0:
             return None
         response = encode_response(
@@ -242,121 +253,57 @@ class KafkaHandlers:
         await asyncio.gather(*waits)
         return response
 
-    def _append(
-        self, topic: Topic, plog: PartitionLog, index: int, records: memoryview | None
-    ) -> PartitionResult:
-        if records is None or len(records) == 0:
-            return PartitionResult(index, ErrorCode.invalid_record, -1, -1, plog.log_start_offset)
-        if len(records) > plog.config.max_message_bytes:
-            return PartitionResult(
-                index, ErrorCode.message_too_large, -1, -1, plog.log_start_offset
-            )
-        try:
-            headers = validate(records)
-        except UnsupportedMagicError as exc:
-            log.warning("produce to %s-%d refused: %s", topic.name, index, exc)
-            code = ErrorCode.unsupported_for_message_format
-            return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
-        except CorruptRecordError as exc:
-            log.warning("produce to %s-%d refused: %s", topic.name, index, exc)
-            code = ErrorCode.corrupt_message
-            return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
-        if plog.config.compact:
-            refusal = _keyless_record(records, headers)
-            if refusal is not None:
-                log.info("produce to %s-%d refused: %s", topic.name, index, refusal)
-                code = ErrorCode.invalid_record
-                return PartitionResult(index, code, -1, -1, plog.log_start_offset, refusal)
-        state = None
-        if headers[0].producer_id >= 0:
-            state = self.producer_states.get(plog)
-            try:
-                duplicate = self._check_sequences(state, headers)
-            except ProducerStateError as exc:
-                log.info("produce to %s-%d refused: %s", topic.name, index, exc)
-                code = ErrorCode[exc.code]
-                return PartitionResult(index, code, -1, -1, plog.log_start_offset, str(exc))
-            if duplicate is not None:  # a retry of a stored batch: acknowledge, don't store
-                return PartitionResult(index, NO_ERROR, duplicate, -1, plog.log_start_offset)
-        info = plog.append(bytearray(records), headers)
-        if state is not None:
-            offset = info.base_offset
-            for batch in headers:
-                state.record(batch, offset)
-                offset += batch.last_offset_delta + 1
-        self.waiters.notify(plog)
-        return PartitionResult(
-            index, NO_ERROR, info.base_offset, info.log_append_time, plog.log_start_offset
-        )
-
-    @staticmethod
-    def _check_sequences(state: PartitionProducerState, headers: list[BatchHeader]) -> int | None:
-        """Base offset of the stored original if this is a retry, else None (or raise)."""
-        first = headers[0]
-        duplicate = state.check(first)
-        if duplicate is not None:
-            return duplicate.base_offset
-        expected = first.base_sequence + first.last_offset_delta + 1
-        for batch in headers[1:]:
-            same_producer = (batch.producer_id, batch.producer_epoch) == (
-                first.producer_id,
-                first.producer_epoch,
-            )
-            if not same_producer or batch.base_sequence != expected & 0x7FFFFFFF:
-                raise ProducerStateError(
-                    "out_of_order_sequence_number", "batches of one request are not in sequence"
-                )
-            expected = batch.base_sequence + batch.last_offset_delta + 1
-        return None
-
     # -- Fetch -----------------------------------------------------------------------------
     def fetch(self, header: RequestHeader, req: Any) -> Handled:
         deadline = time.monotonic() + req.max_wait.total_seconds()
-        topics, total, logs = self._read_fetch(header, req)
-        if total >= req.min_bytes or req.max_wait <= ZERO or not logs:
+        topics, total, read = self._read_fetch(header, req)
+        if total >= req.min_bytes or req.max_wait <= ZERO or not read:
             return encode_fetch_response(header, 0, 0, 0, topics)
-        return self._fetch_later(header, req, deadline, logs)
+        return self._fetch_later(header, req, deadline, read)
 
     async def _fetch_later(
-        self, header: RequestHeader, req: Any, deadline: float, logs: list[PartitionLog]
+        self, header: RequestHeader, req: Any, deadline: float, read: list[Partition]
     ) -> Response:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await self.waiters.wait_any(logs, remaining)
-            topics, total, logs_now = self._read_fetch(header, req)
-            if total >= req.min_bytes or not logs_now:
+            await wait_for_append(read, remaining)
+            topics, total, read_now = self._read_fetch(header, req)
+            if total >= req.min_bytes or not read_now:
                 return encode_fetch_response(header, 0, 0, 0, topics)
-        topics, _total, _logs = self._read_fetch(header, req)
+        topics, _total, _read = self._read_fetch(header, req)
         return encode_fetch_response(header, 0, 0, 0, topics)
 
     def _read_fetch(
         self, header: RequestHeader, req: Any
-    ) -> tuple[list[tuple[str | uuid.UUID, list[FetchPartitionResult]]], int, list[PartitionLog]]:
-        """Read every requested partition once: (response topics, bytes read, logs read)."""
+    ) -> tuple[list[tuple[str | uuid.UUID, list[FetchPartitionResult]]], int, list[Partition]]:
+        """Read every requested partition once: (response topics, bytes read, partitions read)."""
         by_id = header.api_version >= 13
         budget = req.max_bytes
         total = 0
         out: list[tuple[str | uuid.UUID, list[FetchPartitionResult]]] = []
-        logs: list[PartitionLog] = []
+        read: list[Partition] = []
         for fetch_topic in req.topics:
             key = fetch_topic.topic_id if by_id else fetch_topic.topic
             topic = self.topics.by_id.get(key) if by_id else self.topics.get(key)
             results: list[FetchPartitionResult] = []
             out.append((key, results))
             for part in fetch_topic.partitions:
-                if topic is None or not 0 <= part.partition < len(topic.partitions):
+                partition = topic.partition(part.partition) if topic is not None else None
+                if partition is None:
                     code = ErrorCode.unknown_topic_id if by_id else (
                         ErrorCode.unknown_topic_or_partition
                     )
                     results.append(FetchPartitionResult(part.partition, code, -1, -1, -1, b""))
                     continue
-                plog = topic.partitions[part.partition]
-                hw = plog.log_end_offset
+                hw = partition.high_watermark
                 try:
                     limit = min(part.partition_max_bytes, budget)
-                    data = plog.read(part.fetch_offset, limit) if limit > 0 or total == 0 else b""
+                    data = (
+                        partition.read(part.fetch_offset, limit) if limit > 0 or total == 0
+                        else b""
+                    )
                     if total and len(data) > limit:
                         # Only the first partition with data may exceed the limits (KIP-74),
                         # so one oversized batch can never stall a consumer.
@@ -365,20 +312,20 @@ class KafkaHandlers:
                     results.append(
                         FetchPartitionResult(
                             part.partition, ErrorCode.offset_out_of_range, hw, hw,
-                            plog.log_start_offset, b"",
+                            partition.log_start_offset, b"",
                         )
                     )
                     continue
                 size = len(data)
                 total += size
                 budget -= size
-                logs.append(plog)
+                read.append(partition)
                 results.append(
                     FetchPartitionResult(
-                        part.partition, NO_ERROR, hw, hw, plog.log_start_offset, data
+                        part.partition, NO_ERROR, hw, hw, partition.log_start_offset, data
                     )
                 )
-        return out, total, logs
+        return out, total, read
 
     # -- ListOffsets -----------------------------------------------------------------------
     def list_offsets(self, header: RequestHeader, req: Any) -> Response:
@@ -389,18 +336,18 @@ class KafkaHandlers:
             for part in req_topic.partitions:
                 error, offset, timestamp = NO_ERROR, -1, -1
                 try:
-                    plog = self.topics.partition(req_topic.name, part.partition_index)
+                    partition = self.topics.partition(req_topic.name, part.partition_index)
                 except UnknownTopicError:
                     error = ErrorCode.unknown_topic_or_partition
                 else:
                     if part.timestamp == EARLIEST:
-                        offset = plog.log_start_offset
+                        offset = partition.log_start_offset
                     elif part.timestamp == LATEST:
-                        offset = plog.log_end_offset
+                        offset = partition.high_watermark
                     elif part.timestamp == MAX_TIMESTAMP:
-                        offset, timestamp = plog.max_timestamp()
+                        offset, timestamp = partition.max_timestamp()
                     else:
-                        found = plog.offset_for_timestamp(part.timestamp)
+                        found = partition.offset_for_timestamp(part.timestamp)
                         if found is not None:
                             offset, timestamp = found
                 partitions.append(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dari.records.batch import BatchHeader, parse_header
 from dari.storage import OffsetOutOfRangeError, PartitionLog
+from dari.storage.files import atomic_write
+from dari.streams.errors import AppendError, ProducerStateError
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,6 @@ CACHED_BATCHES = 5  # Kafka's NUM_BATCHES_TO_RETAIN, matching max.in.flight for 
 INT32_MAX = (1 << 31) - 1
 SNAPSHOT_FILE = "producer-state.json"
 _SCAN_BYTES = 1 << 20
-
-
-class ProducerStateError(Exception):
-    """A batch the producer state refuses; ``code`` names the Kafka error."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -78,21 +70,21 @@ class PartitionProducerState:
         if entry is None:
             if first != 0:
                 raise ProducerStateError(
-                    "out_of_order_sequence_number",
+                    AppendError.OUT_OF_ORDER_SEQUENCE,
                     f"producer {header.producer_id} is unknown here and its first sequence is "
                     f"{first}, not 0",
                 )
             return None
         if header.producer_epoch < entry.epoch:
             raise ProducerStateError(
-                "invalid_producer_epoch",
+                AppendError.INVALID_PRODUCER_EPOCH,
                 f"producer {header.producer_id} epoch {header.producer_epoch} is older than "
                 f"the current epoch {entry.epoch}",
             )
         if header.producer_epoch > entry.epoch:
             if first != 0:
                 raise ProducerStateError(
-                    "out_of_order_sequence_number",
+                    AppendError.OUT_OF_ORDER_SEQUENCE,
                     f"a new epoch of producer {header.producer_id} must start at sequence 0",
                 )
             return None
@@ -101,11 +93,43 @@ class PartitionProducerState:
                 return batch
         if first != _next_seq(entry.last_seq):
             raise ProducerStateError(
-                "out_of_order_sequence_number",
+                AppendError.OUT_OF_ORDER_SEQUENCE,
                 f"producer {header.producer_id} sent sequence {first}, expected "
                 f"{_next_seq(entry.last_seq)}",
             )
         return None
+
+    def check_append(self, headers: list[BatchHeader]) -> int | None:
+        """Check the idempotent batches of one produce to this partition: the base offset of
+        the stored original if they are a retry, else None. Raises ProducerStateError.
+
+        Only the first batch is matched against the stored ones; the others must continue
+        its sequence, from the same producer and epoch.
+        """
+        first = headers[0]
+        duplicate = self.check(first)
+        if duplicate is not None:
+            return duplicate.base_offset
+        expected = first.base_sequence + first.last_offset_delta + 1
+        for batch in headers[1:]:
+            same_producer = (batch.producer_id, batch.producer_epoch) == (
+                first.producer_id,
+                first.producer_epoch,
+            )
+            if not same_producer or batch.base_sequence != expected & INT32_MAX:
+                raise ProducerStateError(
+                    AppendError.OUT_OF_ORDER_SEQUENCE,
+                    "batches of one request are not in sequence",
+                )
+            expected = batch.base_sequence + batch.last_offset_delta + 1
+        return None
+
+    def record_append(self, headers: list[BatchHeader], base_offset: int) -> None:
+        """Remember the batches of one append stored from ``base_offset`` on."""
+        offset = base_offset
+        for batch in headers:
+            self.record(batch, offset)
+            offset += batch.last_offset_delta + 1
 
     def record(self, header: BatchHeader, base_offset: int) -> None:
         """Remember a batch stored at ``base_offset`` (after the append)."""
@@ -178,15 +202,13 @@ class PartitionProducerState:
                 for pid, entry in self.producers.items()
             },
         }
-        path: Path = self.plog.directory / SNAPSHOT_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        atomic_write(self.plog.directory / SNAPSHOT_FILE, json.dumps(data), fsync=True)
         self.dirty = False
 
 
 class ProducerStates:
-    """Lazily loaded producer state of every partition that sees idempotent batches."""
+    """Lazily loaded producer state of every partition that sees idempotent batches; owned by
+    the event loop thread (``snapshot_all`` runs there too), not thread-safe."""
 
     def __init__(self) -> None:
         self._states: dict[int, PartitionProducerState] = {}
@@ -200,6 +222,8 @@ class ProducerStates:
         return state
 
     def forget(self, plog: PartitionLog) -> None:
+        """Drop a deleted partition's state, so no snapshot is written into its removed
+        directory."""
         self._states.pop(id(plog), None)
 
     def snapshot_all(self, closing: bool = False) -> None:

@@ -1,7 +1,8 @@
 """Topics and their partitions: the Kafka-model catalogue on top of the log store.
 
 A topic is a name, a stable id, a partition count and its config overrides; each partition is
-one PartitionLog in ``<data-dir>/<topic>-<n>``. The catalogue persists one small JSON file per
+one PartitionLog in ``<data-dir>/<topic>-<n>``, wrapped in the ``Partition`` that applies the
+produce rules to it. The catalogue persists one small JSON file per
 topic under ``<data-dir>/.meta/topics`` (written atomically) so topics, ids and configs survive
 restarts. Owned by the event loop thread; not thread-safe.
 """
@@ -26,7 +27,10 @@ from dari.streams.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
+from dari.streams.partition import Partition
+from dari.streams.producer_state import ProducerStates
 from dari.streams.topic_configs import check_topic_configs
+from dari.streams.waiters import AppendWaiters
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +53,50 @@ def check_topic_name(name: str) -> None:
 
 @dataclass
 class Topic:
+    """One topic; owned by its ``TopicManager`` on the event loop thread.
+
+    ``partitions`` are the logs, in index order (the offsets log appends to them directly);
+    ``partition(index)`` is the ``Partition`` through which clients produce and read.
+    """
+
     name: str
     topic_id: uuid.UUID
     configs: dict[str, str]
     log_config: LogConfig
     partitions: list[PartitionLog] = field(default_factory=list)
+    _rules: list[Partition] = field(default_factory=list, repr=False)  # kept by TopicManager
 
     @property
     def is_internal(self) -> bool:
         return self.name.startswith("__")
 
+    def partition(self, index: int) -> Partition | None:
+        """The partition at ``index``, or None outside the topic."""
+        rules = self._rules
+        return rules[index] if 0 <= index < len(rules) else None
+
 
 class TopicManager:
-    """Creates, opens, alters and deletes topics; maps names and ids to partition logs."""
+    """Creates, opens, alters and deletes topics; maps names and ids to their partitions.
 
-    def __init__(self, store: LogStore, defaults: LogConfig, default_partitions: int = 1) -> None:
+    Each ``Partition`` it hands out shares the manager's ``producer_states`` (snapshotted by
+    the broker) and ``waiters`` (woken by every append, the offsets log's included).
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        defaults: LogConfig,
+        default_partitions: int = 1,
+        *,
+        producer_states: ProducerStates | None = None,
+        waiters: AppendWaiters | None = None,
+    ) -> None:
         self.store = store
         self.defaults = defaults
         self.default_partitions = default_partitions
+        self.producer_states = producer_states if producer_states is not None else ProducerStates()
+        self.waiters = waiters if waiters is not None else AppendWaiters()
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
         self._meta_dir = store.data_dir / ".meta" / "topics"
@@ -85,14 +115,14 @@ class TopicManager:
                 log_config=LogConfig.from_topic_configs(configs, self.defaults),
             )
             for index in range(int(meta["partitions"])):
-                topic.partitions.append(self._open_partition(topic, index))
+                self._open_partition(topic, index)
             self._register(topic)
         if self.topics:
             log.info("opened %d topics", len(self.topics))
 
     def close(self) -> None:
         for topic in self.topics.values():
-            for partition in topic.partitions:
+            for partition in topic._rules:
                 partition.close()
 
     # -- queries ---------------------------------------------------------------------------
@@ -102,11 +132,12 @@ class TopicManager:
     def get(self, name: str) -> Topic | None:
         return self.topics.get(name)
 
-    def partition(self, name: str, index: int) -> PartitionLog:
+    def partition(self, name: str, index: int) -> Partition:
         topic = self.topics.get(name)
-        if topic is None or not 0 <= index < len(topic.partitions):
+        found = topic.partition(index) if topic is not None else None
+        if found is None:
             raise UnknownTopicError(f"unknown topic or partition {name}-{index}")
-        return topic.partitions[index]
+        return found
 
     def all_logs(self) -> list[PartitionLog]:
         return [p for topic in self.topics.values() for p in topic.partitions]
@@ -150,7 +181,7 @@ class TopicManager:
             return topic
         self._save(topic, count)
         for index in range(count):
-            topic.partitions.append(self._open_partition(topic, index))
+            self._open_partition(topic, index)
         self._register(topic)
         log.info("created topic %s with %d partitions", name, count)
         return topic
@@ -168,7 +199,7 @@ class TopicManager:
             return
         self._save(topic, count)
         for index in range(current, count):
-            topic.partitions.append(self._open_partition(topic, index))
+            self._open_partition(topic, index)
 
     def alter_configs(self, name: str, configs: Mapping[str, str]) -> None:
         """Replace the topic's overrides; running logs pick the change up at once."""
@@ -188,8 +219,8 @@ class TopicManager:
             raise UnknownTopicError(f"topic '{name}' does not exist")
         self.by_id.pop(topic.topic_id, None)
         (self._meta_dir / f"{name}.json").unlink(missing_ok=True)
-        for partition in topic.partitions:
-            partition.delete()
+        for partition in topic._rules:
+            partition.delete(self.store)
         log.info("deleted topic %s", name)
         return topic
 
@@ -198,8 +229,10 @@ class TopicManager:
         self.topics[topic.name] = topic
         self.by_id[topic.topic_id] = topic
 
-    def _open_partition(self, topic: Topic, index: int) -> PartitionLog:
-        return self.store.open_log(f"{topic.name}-{index}", topic.log_config)
+    def _open_partition(self, topic: Topic, index: int) -> None:
+        plog = self.store.open_log(f"{topic.name}-{index}", topic.log_config)
+        topic.partitions.append(plog)
+        topic._rules.append(Partition(topic.name, index, plog, self.producer_states, self.waiters))
 
     def _save(self, topic: Topic, partitions: int) -> None:
         self._meta_dir.mkdir(parents=True, exist_ok=True)

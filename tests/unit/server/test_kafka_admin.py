@@ -34,7 +34,7 @@ from dari.protocol.kafka import (
     parse_request,
     request_class,
 )
-from dari.records import build_batch, validate
+from dari.records import build_batch
 from dari.server.app import broker_log_config
 from dari.server.kafka_admin import TOPIC_CONFIGS, KafkaAdmin
 from dari.storage import LogStore
@@ -74,10 +74,10 @@ class Harness:
         return decoded
 
     def produce(self, topic: str, count: int, partition: int = 0) -> None:
-        plog = self.topics.partition(topic, partition)
+        target = self.topics.partition(topic, partition)
         for i in range(count):
-            buf = bytearray(build_batch([(None, b"value-%d" % i, (), 1000 + i)], now_ms=1000))
-            plog.append(buf, validate(buf))
+            batch = build_batch([(b"key-%d" % i, b"value-%d" % i, (), 1000 + i)], now_ms=1000)
+            assert target.append(batch).error is None
 
     def close(self) -> None:
         self.topics.close()

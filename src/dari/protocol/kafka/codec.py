@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import io
 import struct
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from functools import cache
 from types import ModuleType
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from dari.protocol.kafka.errors import (
     UnsupportedVersionError,
 )
 from dari.protocol.kafka.guard import check_bounds
+from dari.protocol.kafka.header import RequestHeader
 from dari.protocol.kafka.produce import decode_produce
 
 __all__ = [
@@ -66,14 +67,6 @@ _DECODE_ERRORS = (
     KeyError,
     struct.error,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHeader:
-    api_key: int
-    api_version: int
-    correlation_id: int
-    client_id: str | None
 
 
 @cache

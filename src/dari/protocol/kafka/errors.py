@@ -7,12 +7,9 @@ when the request header could be read, the header itself, so the server can stil
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kio.schema.errors import ErrorCode
 
-if TYPE_CHECKING:
-    from dari.protocol.kafka.codec import RequestHeader
+from dari.protocol.kafka.header import RequestHeader
 
 __all__ = [
     "ErrorCode",

@@ -5,22 +5,19 @@ allocation aborts the whole process; one frame claiming a 2**32-element array wo
 broker. This walk follows the same schema (kio's dataclass metadata), checks each array count
 and string/bytes length against the bytes that remain, and raises ValueError otherwise. It
 allocates nothing proportional to the claimed sizes.
+
+The plan is read from what kio's generated schemas declare publicly: dataclass fields typed
+``T``, ``T | None``, ``tuple[T, ...]`` or ``tuple[T, ...] | None`` (an entity when ``T`` is a
+dataclass) with ``kafka_type`` and ``tag`` in their metadata.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import fields
+from dataclasses import Field, fields, is_dataclass
 from functools import cache
-
-from kio.serial._introspect import (
-    EntityField,
-    EntityTupleField,
-    classify_field,
-    get_field_tag,
-    get_schema_field_type,
-    is_optional,
-)
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin
 
 from dari.protocol.kafka.wire import INT16, INT32, read_uvarint
 
@@ -59,7 +56,7 @@ def _plan(entity_type: type) -> tuple[tuple, dict[int, tuple], bool]:
     steps = []
     tags: dict[int, tuple] = {}
     for f in fields(entity_type):
-        tag = get_field_tag(f)
+        tag = f.metadata.get("tag")
         step = _step(f, flexible, tagged=tag is not None)
         if tag is None:
             steps.append(step)
@@ -68,13 +65,28 @@ def _plan(entity_type: type) -> tuple[tuple, dict[int, tuple], bool]:
     return tuple(steps), tags, flexible
 
 
-def _step(f, flexible: bool, tagged: bool) -> tuple:
-    cls = classify_field(f)
-    nullable = False if tagged else is_optional(f)
-    array = cls.is_array
-    if isinstance(cls, EntityField | EntityTupleField):
-        return (_ENTITY, array, nullable and not array, cls.type_, _min_size(cls.type_))
-    kafka_type = get_schema_field_type(f)
+def _shape(f: Field[Any]) -> tuple[Any, bool, bool]:
+    """(item type, is an array, may be null) of a schema field, from its annotation."""
+    kind = f.type
+    nullable = False
+    if get_origin(kind) in (UnionType, Union):
+        members = [arg for arg in get_args(kind) if arg is not NoneType]
+        if len(members) != 1:
+            raise TypeError(f"field {f.name} has an unsupported union type {kind}")
+        nullable = True
+        kind = members[0]
+    array = get_origin(kind) is tuple
+    if array:
+        kind = get_args(kind)[0]
+    return kind, array, nullable
+
+
+def _step(f: Field[Any], flexible: bool, tagged: bool) -> tuple:
+    kind, array, nullable = _shape(f)
+    if is_dataclass(kind):
+        nullable = nullable and not tagged and not array
+        return (_ENTITY, array, nullable, kind, _min_size(kind))
+    kafka_type = f.metadata["kafka_type"]
     if kafka_type == "string":
         return (_STRING, array, False, flexible, 1 if flexible else 2)
     if kafka_type in ("bytes", "records"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from dari.protocol.kafka import wire
 from dari.protocol.kafka.errors import InvalidRequestError, UnsupportedVersionError
@@ -50,9 +51,12 @@ class ProduceRequestData:
     topics: list[ProduceTopic]
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionResult:
-    """Outcome of appending to one partition; -1 means "not applicable" for the offsets."""
+class PartitionResult(NamedTuple):
+    """Outcome of appending to one partition; -1 means "not applicable" for the offsets.
+
+    ``record_errors`` are (record index, message) pairs naming refused records (v8+). A
+    NamedTuple, as one is built per partition of every produce.
+    """
 
     index: int
     error_code: int
@@ -60,6 +64,7 @@ class PartitionResult:
     log_append_time: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    record_errors: tuple[tuple[int, str | None], ...] = ()
 
 
 def decode_produce(version: int, body: memoryview) -> ProduceRequestData:
@@ -157,7 +162,15 @@ def encode_produce_response(
             if with_start_offset:
                 out += _I64.pack(p.log_start_offset)
             if with_record_errors:
-                out += no_record_errors
+                if p.record_errors:
+                    out += array_len(len(p.record_errors))
+                    for batch_index, message in p.record_errors:
+                        out += _I32.pack(batch_index)
+                        out += string(message)
+                        if flexible:
+                            out += b"\x00"
+                else:
+                    out += no_record_errors
                 out += string(p.error_message)
             if flexible:
                 out += b"\x00"

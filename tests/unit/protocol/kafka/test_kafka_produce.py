@@ -192,7 +192,12 @@ def kio_response(version, topics, throttle_ms):
             if "log_start_offset" in fields_of:
                 kwargs["log_start_offset"] = p.log_start_offset
             if "record_errors" in fields_of:
-                kwargs["record_errors"] = ()
+                kwargs["record_errors"] = tuple(
+                    module.BatchIndexAndErrorMessage(
+                        batch_index=index, batch_index_error_message=message
+                    )
+                    for index, message in p.record_errors
+                )
                 kwargs["error_message"] = p.error_message
             parts.append(module.PartitionProduceResponse(**kwargs))
         responses.append(module.TopicProduceResponse(name=name, partition_responses=tuple(parts)))
@@ -215,6 +220,10 @@ results_strategy = st.lists(
                 log_append_time=st.just(-1) | st.integers(0, 2**42),
                 log_start_offset=st.integers(-1, 2**62),
                 error_message=st.none() | st.text(max_size=30),
+                record_errors=st.lists(
+                    st.tuples(st.integers(0, 2**31 - 1), st.none() | st.text(max_size=30)),
+                    max_size=3,
+                ).map(tuple),
             ),
             max_size=4,
         ),
