@@ -95,7 +95,6 @@ def test_layers_import_only_what_they_may() -> None:
     assert sorted(set(broken)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: the redesign lands in steps")
 def test_no_import_circles() -> None:
     edges = graph()
     index: dict[str, int] = {}

@@ -14,8 +14,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from dari.records.batch import BatchHeader, parse_header
-from dari.storage import OffsetOutOfRangeError, PartitionLog
+from dari.records.batch import BatchHeader
+from dari.storage import PartitionLog
 from dari.storage.files import atomic_write
 from dari.streams.errors import AppendError, ProducerStateError
 
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 CACHED_BATCHES = 5  # Kafka's NUM_BATCHES_TO_RETAIN, matching max.in.flight for idempotence
 INT32_MAX = (1 << 31) - 1
 SNAPSHOT_FILE = "producer-state.json"
-_SCAN_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -169,22 +168,14 @@ class PartitionProducerState:
         self.dirty = False
 
     def _replay(self) -> None:
-        offset = max(self.end_offset, self.plog.log_start_offset)
+        """Record the batches appended after the snapshot (written since, or lost in a crash)."""
+        start = max(self.end_offset, self.plog.log_start_offset)
         end = self.plog.log_end_offset
-        while offset < end:
-            try:
-                data = memoryview(self.plog.read(offset, _SCAN_BYTES))
-            except OffsetOutOfRangeError:
+        for header, _batch in self.plog.iter_batches(start):
+            if header.base_offset >= end:
                 break
-            if not data:
-                break
-            pos = 0
-            while len(data) - pos >= 61:
-                header = parse_header(data, pos)
-                if header.producer_id >= 0 and header.base_offset >= offset:
-                    self.record(header, header.base_offset)
-                offset = max(offset, header.next_offset)
-                pos += header.size
+            if header.producer_id >= 0 and header.base_offset >= start:
+                self.record(header, header.base_offset)
         self.end_offset = end
 
     def snapshot(self) -> None:
