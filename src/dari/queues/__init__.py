@@ -5,11 +5,10 @@ on the log engine, consumers and acks, dead-lettering, and the broker model that
 Synchronous domain code: nothing here imports ``dari.protocol`` or ``dari.server``, and nothing
 runs a task or sleeps: time-driven work (TTL, x-expires) happens when the server calls
 ``AMQPBroker.tick(now_ms)``. The one asyncio use is ``queue_store``: it batches a loop turn's
-appends with ``call_soon`` and its publisher-confirm wait (``wait_durable``) awaits the flush
-scheduler's future for a log. The
-AMQP layer calls this package and maps ``QueuesError`` subclasses to channel or connection
-closes by their ``reply_code``. This package's namespace exports the routing model only, so
-importing it does not pull in the storage engine.
+appends with ``call_soon``, and its publisher-confirm wait (``wait_durable``) awaits the flush
+scheduler's future for a log. The AMQP layer calls this package and maps ``QueuesError``
+subclasses to channel or connection closes by their ``reply_code``. This package's namespace
+exports the routing model only, so importing it does not pull in the storage engine.
 """
 
 from dari.queues.bindings import Binding, Deletions, Destination, DestinationKind
