@@ -149,9 +149,12 @@ class Channel:
         properties = header.raw_properties
         headers = LazyHeaders(header) if header.flags & 0x2000 else None
         vhost = self.vhost
-        queues, properties = sender_selected.route(
-            vhost, exchange, routing_key, headers, properties
-        )
+        if headers is None:  # no headers table, so no CC/BCC either: the common message
+            queues = vhost.route(exchange, routing_key, None)
+        else:
+            queues, properties = sender_selected.route(
+                vhost, exchange, routing_key, headers, properties
+            )
         confirms = self.confirms
         seq = confirms.next_seq() if confirms is not None else 0
         if not queues:
@@ -174,7 +177,8 @@ class Channel:
         for queue in queues:
             result = queue.publish(message, False)  # type: ignore[attr-defined]
             dirty[id(queue)] = queue  # type: ignore[assignment]  # dispatched at end_of_turn
-            if confirms is not None:
+            # a transient message a queue accepted needs nothing more to be confirmed
+            if confirms is not None and (result.offset >= 0 or not result.accepted):
                 confirms.stored(seq, queue, result)  # type: ignore[arg-type]
 
     def end_of_turn(self) -> None:

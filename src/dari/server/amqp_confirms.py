@@ -66,12 +66,8 @@ class PublisherConfirms:
         if not result.accepted:
             self._turn_nacks.append(seq)
             return
-        offset = result.offset
-        if offset >= 0:
-            key = id(queue)
-            previous = self._turn_waits.get(key)
-            if previous is None or previous[1] < offset:
-                self._turn_waits[key] = (queue, offset)
+        if result.offset >= 0:  # a queue's offsets only grow: the last one is the highest
+            self._turn_waits[id(queue)] = (queue, result.offset)
 
     def end_of_turn(self) -> None:
         """After a socket read: owe this turn's confirms, and send those already due."""
