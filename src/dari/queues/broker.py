@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, cast
 from dari.message import Message
 from dari.queues.dead_letter import REJECTED, headers_of, is_cycle, record_death
 from dari.queues.definitions import DefinitionsStore, QueueDefinition, VHostDefinitions
+from dari.queues.direct_reply import ReplyConsumers
 from dari.queues.errors import AccessRefused, NotFound, PreconditionFailed, resource
 from dari.queues.permissions import FULL, NO_ACCESS, Permissions
 from dari.queues.queue import Queue
@@ -104,6 +105,7 @@ class AMQPBroker:
         self.users = dict(users)
         self.vhosts = {name: VirtualHost(name) for name in vhosts}
         self.definitions = DefinitionsStore(data_dir / ".meta" / "amqp")
+        self.direct_replies = ReplyConsumers()  # direct reply-to consumers of all channels
         self._clock = clock  # seconds, as time.time; queues read it for TTL and x-expires
         self._queue_dir = data_dir / ".queues"
         # Where non-durable queues page out; nothing in it outlives the process.

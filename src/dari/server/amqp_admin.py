@@ -12,6 +12,7 @@ from typing import Any
 
 from pamqp import commands
 
+from dari.queues.direct_reply import REPLY_QUEUE, is_reply_name
 from dari.queues.errors import NotFound, PreconditionFailed, QueuesError, resource
 from dari.queues.permissions import CONFIGURE, READ
 from dari.queues.queue import Queue
@@ -122,6 +123,9 @@ class ChannelAdmin:
 
     # -- queues ----------------------------------------------------------------------------
     def queue_declare(self, method: Any) -> None:
+        if is_reply_name(method.queue):
+            self._declare_reply_queue(method)
+            return
         self.access.permit_queue_declare(method)
         owner = self.owner
         queue = self.broker.declare_queue(
@@ -139,6 +143,17 @@ class ChannelAdmin:
             self._send(
                 commands.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
             )
+
+    def _declare_reply_queue(self, method: Any) -> None:
+        """A declare of the direct reply-to pseudo-queue or of a reply name is passive
+        whatever its flags (nothing can create one), as in RabbitMQ: declare-ok with no
+        message and one consumer if it exists, 404 otherwise."""
+        name = method.queue
+        if name != REPLY_QUEUE and not self.broker.direct_replies.exists(self.vhost_name, name):
+            raise NotFound(f"no {resource('queue', name, self.vhost_name)}")
+        self.last_queue = name
+        if not method.nowait:
+            self._send(commands.Queue.DeclareOk(name, 0, 1))
 
     def queue_bind(self, method: Any) -> None:
         self.access.permit_binding("queue", method.queue, method.exchange)

@@ -28,6 +28,7 @@ from dari.protocol.amqp import (
 )
 from dari.queues import sender_selected
 from dari.queues.consumers import Delivery, PrefetchConsumer
+from dari.queues.direct_reply import REPLY_PREFIX, REPLY_QUEUE, REPLY_QUEUE_BYTES
 from dari.queues.errors import PreconditionFailed, QueuesError
 from dari.queues.permissions import READ
 from dari.queues.queue import Queue, requeue
@@ -35,6 +36,7 @@ from dari.server.amqp_access import ChannelAccess
 from dari.server.amqp_admin import QUEUE_NAME_SHORTCUT, ChannelAdmin
 from dari.server.amqp_channel_owner import ChannelOwner
 from dari.server.amqp_confirms import PublisherConfirms
+from dari.server.amqp_direct_reply import REPLY_TO_FLAG, ReplyConsumer, rewrite_reply_to
 from dari.server.amqp_lazy_headers import LazyHeaders
 from dari.server.amqp_tx import TxBuffer
 from dari.server.amqp_unacked import Entry, UnackedDeliveries
@@ -64,6 +66,7 @@ class Channel:
         self.admin = ChannelAdmin(owner, self.vhost_name, self.access, self._send)
         self.unacked = UnackedDeliveries()
         self.consumers: dict[str, tuple[PrefetchConsumer, Queue]] = {}
+        self.reply: ReplyConsumer | None = None  # the consumer of amq.rabbitmq.reply-to
         self.confirms: PublisherConfirms | None = None  # set by confirm.select
         self.tx: TxBuffer | None = None  # set by tx.select
         self.flow_active = True
@@ -134,6 +137,11 @@ class Channel:
             except QueuesError as exc:
                 raise self._domain_error(exc, _PUBLISH) from None
         self.owner.published = True  # blocks the connection while a resource alarm is on
+        if header.flags & REPLY_TO_FLAG and REPLY_QUEUE_BYTES in header.raw_properties:
+            try:  # a request for direct reply-to
+                header = rewrite_reply_to(header, self.reply)
+            except QueuesError as exc:
+                raise self._domain_error(exc, _PUBLISH) from None
         if self.tx is not None:
             self.tx.publish(publish, header, body)
             return
@@ -158,6 +166,13 @@ class Channel:
         confirms = self.confirms
         seq = confirms.next_seq() if confirms is not None else 0
         if not queues:
+            if not exchange and routing_key.startswith(REPLY_PREFIX):
+                # A direct reply: routed as far as mandatory goes (RabbitMQ returns none),
+                # dropped when its consumer is gone.
+                self.broker.direct_replies.deliver(
+                    self.vhost_name, Message(exchange, routing_key, bytes(body), properties)
+                )
+                return
             if publish.mandatory:
                 self.owner.write(
                     self.conn.send_return(
@@ -201,10 +216,13 @@ class Channel:
             self._dirty_queues[id(queue)] = queue
 
     def _basic_consume(self, method: Any) -> None:
+        if method.queue == REPLY_QUEUE:
+            self._consume_replies(method)
+            return
         self.access.permit_queue(READ, method.queue)
         queue = self.admin.usable_queue(method.queue)
         tag = method.consumer_tag or "amq.ctag-" + secrets.token_urlsafe(16)
-        if tag in self.consumers:
+        if tag in self.consumers or (self.reply is not None and tag == self.reply.tag):
             raise AMQPError(
                 ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
                 class_id=60, method_id=20, channel=self.number, connection_level=True,
@@ -235,6 +253,26 @@ class Channel:
             self._send(commands.Basic.ConsumeOk(tag))
         consumer.blocked = not self.flow_active
         queue.dispatch()
+
+    def _consume_replies(self, method: Any) -> None:
+        """basic.consume of amq.rabbitmq.reply-to: this channel's reply consumer, with
+        RabbitMQ's checks (in its order) and no permission check, as in RabbitMQ."""
+        tag = method.consumer_tag or "amq.ctag-" + secrets.token_urlsafe(16)
+        if tag in self.consumers or (self.reply is not None and tag == self.reply.tag):
+            raise AMQPError(
+                ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
+                class_id=60, method_id=20, channel=self.number, connection_level=True,
+            )
+        if not method.no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if self.reply is not None:
+            raise PreconditionFailed("reply consumer already set")
+        self.reply = ReplyConsumer(
+            self.owner, self.number, self.unacked, tag, self.vhost_name,
+            self.broker.direct_replies,
+        )
+        if not method.nowait:
+            self._send(commands.Basic.ConsumeOk(tag))
 
     def _make_deliver(
         self, consumer_ref: list[PrefetchConsumer], consumer_tag: str
@@ -283,6 +321,10 @@ class Channel:
             self._send(commands.Basic.Cancel(tag, nowait=True))
 
     def _basic_cancel(self, method: Any) -> None:
+        reply = self.reply
+        if reply is not None and method.consumer_tag == reply.tag:
+            reply.close()
+            self.reply = None
         entry = self.consumers.pop(method.consumer_tag, None)
         if entry is not None:
             consumer, queue = entry
@@ -421,6 +463,9 @@ class Channel:
         if self.closed:
             return
         self.closed = True
+        if self.reply is not None:
+            self.reply.close()
+            self.reply = None
         for consumer, queue in list(self.consumers.values()):
             queue.cancel_consumer(consumer)
         self.consumers.clear()
