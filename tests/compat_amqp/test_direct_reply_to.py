@@ -1,11 +1,12 @@
-"""Direct reply-to (``amq.rabbitmq.reply-to``) with real clients: RPC round trips across
-connections, and RabbitMQ's errors for the misuses clients run into."""
+"""Direct reply-to (``amq.rabbitmq.reply-to``) with real clients (pika, aio-pika, kombu): RPC
+round trips across connections, and RabbitMQ's errors for the misuses clients run into."""
 
 from __future__ import annotations
 
 import asyncio
 
 import aio_pika
+import kombu
 import pika
 import pytest
 from aio_pika.patterns import RPC
@@ -116,6 +117,7 @@ def test_reply_to_a_closed_channel_is_dropped(amqp_url: str, name: str) -> None:
         ch2 = client.channel()
         ch2.basic_consume(REPLY_QUEUE, lambda _c, _m, _p, b: replies.append(b), auto_ack=True)
         ch2.basic_publish("", name, b"ping2", pika.BasicProperties(reply_to=REPLY_QUEUE))
+        ch2.queue_declare(name, passive=True)  # a round trip: the request is routed
         sch = server.channel()
         method, props2, _body = sch.basic_get(name, auto_ack=True)
         assert method is not None and props2.reply_to != props.reply_to
@@ -175,3 +177,31 @@ async def test_aio_pika_rpc_pattern_across_connections(amqp_url: str, name: str)
                 for i in range(5)
             ]
         assert results == [i * 7 for i in range(5)]
+
+
+def test_kombu_direct_reply_to(amqp_url: str, name: str) -> None:
+    with (
+        kombu.Connection(amqp_url, connect_timeout=10) as client,
+        kombu.Connection(amqp_url, connect_timeout=10) as server,
+    ):
+        requests = kombu.Queue(name, auto_delete=True)
+        replies: list[kombu.Message] = []
+        ch = client.channel()
+        reply_queue = kombu.Queue(REPLY_QUEUE, no_ack=True, no_declare=True)
+        with kombu.Consumer(ch, [reply_queue], callbacks=[lambda _b, m: replies.append(m)]):
+            kombu.Producer(ch).publish(
+                {"ask": 6}, routing_key=name, declare=[requests], reply_to=REPLY_QUEUE,
+                correlation_id="k1",
+            )
+            ch.queue_declare(queue=name, passive=True)  # a round trip: the request is routed
+            request = requests(server.channel()).get(no_ack=True)
+            assert request is not None
+            reply_to = request.properties["reply_to"]
+            assert reply_to.startswith(REPLY_QUEUE + ".")
+            kombu.Producer(server.channel()).publish(
+                {"answer": request.payload["ask"] * 7}, routing_key=reply_to,
+                correlation_id=request.properties["correlation_id"],
+            )
+            client.drain_events(timeout=WAIT_S)
+        [message] = replies
+        assert (message.payload, message.properties["correlation_id"]) == ({"answer": 42}, "k1")
