@@ -258,7 +258,7 @@ class Channel:
         """basic.consume of amq.rabbitmq.reply-to: this channel's reply consumer, with
         RabbitMQ's checks (in its order) and no permission check, as in RabbitMQ."""
         tag = method.consumer_tag or "amq.ctag-" + secrets.token_urlsafe(16)
-        if tag in self.consumers or (self.reply is not None and tag == self.reply.tag):
+        if tag in self.consumers:
             raise AMQPError(
                 ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
                 class_id=60, method_id=20, channel=self.number, connection_level=True,

@@ -128,6 +128,13 @@ async def test_second_reply_consumer_on_a_channel_is_406(host: Host):
     assert (close.reply_code, close.reply_text) == (
         406, "PRECONDITION_FAILED - reply consumer already set"
     )
+    host.open(2)
+    reply_consumer(host, "a", channel=2)
+    host.feed(2, commands.Basic.Consume(queue=REPLY_QUEUE, consumer_tag="a", no_ack=True))
+    close = channel_close(host.methods())  # the same tag again: still a channel error
+    assert (close.reply_code, close.reply_text) == (
+        406, "PRECONDITION_FAILED - reply consumer already set"
+    )
 
 
 async def test_reply_consumer_tag_cannot_be_reused(host: Host):
