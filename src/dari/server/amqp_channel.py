@@ -31,6 +31,7 @@ from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.errors import PreconditionFailed, QueuesError
 from dari.queues.permissions import READ
 from dari.queues.queue import Queue, requeue
+from dari.queues.stream_queue import OFFSET_HEADER, StreamQueue
 from dari.server.amqp_access import ChannelAccess
 from dari.server.amqp_admin import QUEUE_NAME_SHORTCUT, ChannelAdmin
 from dari.server.amqp_channel_owner import ChannelOwner
@@ -229,7 +230,13 @@ class Channel:
         # then no consume-ok may have gone out, as in RabbitMQ. Once accepted, consume-ok is
         # sent before the first delivery.
         consumer.blocked = True
-        queue.add_consumer(consumer)
+        if isinstance(queue, StreamQueue):  # a prefetch is required; reads from an offset
+            prefetch = consumer.credit.limit or unacked.channel_credit.limit
+            queue.check_consume(method.no_ack, prefetch)
+            start = queue.start_offset(arguments.get(OFFSET_HEADER), arguments)
+            queue.add_consumer(consumer, start)
+        else:
+            queue.add_consumer(consumer)
         self.consumers[tag] = (consumer, queue)
         if not method.nowait:
             self._send(commands.Basic.ConsumeOk(tag))

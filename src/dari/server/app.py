@@ -180,6 +180,7 @@ class Broker:
         self.amqp = AMQPBroker(
             settings.data_dir, self.flusher, queue_config, users, vhosts,
             queue_memory_bytes=settings["amqp.queue.memory.bytes"],
+            topics=self.topics,
         )
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
         self._spawn(expire_forever(self.amqp))
