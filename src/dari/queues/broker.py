@@ -39,12 +39,17 @@ from dari.queues.errors import (
 from dari.queues.permissions import FULL, NO_ACCESS, Permissions
 from dari.queues.queue import Queue
 from dari.queues.queue_store import QueueStore
-from dari.queues.stream_queue import StreamQueue, check_declare, is_stream, topic_name
+from dari.queues.stream_queue import (
+    StreamQueue,
+    StreamTopics,
+    check_declare,
+    check_topic_name,
+    is_stream,
+    topic_name,
+)
 from dari.queues.values import type_name
 from dari.queues.vhost import VirtualHost
 from dari.storage import FlushScheduler, LogConfig
-from dari.streams.errors import StreamsError
-from dari.streams.topics import TopicManager
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ class AMQPBroker:
         vhosts: tuple[str, ...] = ("/",),
         queue_memory_bytes: int = 0,
         clock: Callable[[], float] = time.time,
-        topics: TopicManager | None = None,
+        topics: StreamTopics | None = None,
     ) -> None:
         self.data_dir = data_dir
         # The Kafka side's topics: a stream queue is one of them (None: no stream queues).
@@ -259,16 +264,8 @@ class AMQPBroker:
         if self.topics is None:
             raise FeatureNotImplemented("stream queues need the broker's topics")
         tname = topic_name(vhost_name, name)
-        topic = self.topics.get(tname)
-        try:
-            if topic is None:
-                topic = self.topics.create(tname, 1, configs)
-        except StreamsError as exc:
-            raise PreconditionFailed(
-                f"cannot declare stream {resource('queue', name, vhost_name)}: {exc}"
-            ) from None
-        partition = topic.partition(0)
-        assert partition is not None
+        check_topic_name(tname, resource("queue", name, vhost_name))
+        partition = self.topics.open(tname, configs)
         stream = StreamQueue(name, vhost_name, arguments, partition, self.flusher, self._clock)
         return cast("Queue", stream)
 
@@ -336,9 +333,8 @@ class AMQPBroker:
         count = queue.delete()
         self.forget_queue(vhost_name, queue)
         if isinstance(queue, StreamQueue) and self.topics is not None:
-            tname = topic_name(vhost_name, queue.name)
-            if self.topics.get(tname) is not None:
-                self.topics.delete(tname)  # a stream's data goes with it, as in RabbitMQ
+            # a stream's data goes with it, as in RabbitMQ
+            self.topics.delete(topic_name(vhost_name, queue.name))
         return count
 
     def forget_queue(self, vhost_name: str, queue: Queue) -> None:

@@ -24,7 +24,7 @@ import datetime
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from dari.message import Field, Message
 from dari.queues.errors import FeatureNotImplemented, PreconditionFailed, resource
@@ -33,14 +33,13 @@ from dari.queues.values import type_name
 from dari.records import iter_batches
 from dari.records.builder import build_batch
 from dari.records.records import iter_records
-from dari.storage import FlushScheduler
-from dari.streams.errors import OffsetOutOfRangeError
-from dari.streams.partition import Partition
+from dari.storage import FlushScheduler, OffsetOutOfRangeError, PartitionLog
 
 STREAM = "stream"
 OFFSET_HEADER = "x-stream-offset"
 _READ_BYTES = 1 << 20  # how much of the log one read of a consumer takes at most
 _WAIT_SECONDS = 30.0  # a caught-up consumer's wait for an append, before it looks again
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _MAX_AGE = re.compile(r"^([0-9]+)([YMDhms])$")
 _UNIT_MS = {
     "Y": 365 * 86_400_000, "M": 30 * 86_400_000, "D": 86_400_000,
@@ -53,6 +52,52 @@ _UNSUPPORTED = (
     "x-queue-mode",
 )
 _REFUSED = PublishResult(False)
+
+
+class AppendOutcome(Protocol):
+    error: object | None  # None when appended
+    base_offset: int
+
+
+class Waiters(Protocol):
+    async def wait_any(self, keys: Iterable[object], timeout: float) -> None: ...
+
+
+class StreamPartition(Protocol):
+    """What a stream needs of its topic's partition (``streams.partition.Partition``; the
+    queues domain does not import the Kafka model, the server hands it over)."""
+
+    log: PartitionLog
+    waiters: Waiters
+
+    @property
+    def high_watermark(self) -> int: ...
+
+    @property
+    def log_start_offset(self) -> int: ...
+
+    def append(self, records: bytes) -> AppendOutcome: ...
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None: ...
+
+
+class StreamTopics(Protocol):
+    """The topics stream queues live on, as the server wires them from ``TopicManager``:
+    ``open`` makes the one-partition topic ``name`` with ``configs`` unless it exists (and
+    raises PreconditionFailed when the catalogue refuses it), ``delete`` removes it if any."""
+
+    def open(self, name: str, configs: Mapping[str, str]) -> StreamPartition: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+def check_topic_name(name: str, where: str) -> None:
+    """406 unless ``name`` can be a topic (Kafka's rule: 1..249 of ``[a-zA-Z0-9._-]``)."""
+    if not _TOPIC_NAME.match(name) or name in {".", ".."}:
+        raise PreconditionFailed(
+            f"cannot declare stream {where}: '{name}' is not a legal topic name "
+            "(1 to 249 of ASCII alphanumerics, '.', '_' and '-')"
+        )
 
 
 def topic_name(vhost: str, queue: str) -> str:
@@ -153,7 +198,7 @@ class StreamQueue:
         name: str,
         vhost: str,
         arguments: Mapping[str, Any],
-        partition: Partition,
+        partition: StreamPartition,
         flusher: FlushScheduler | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -342,7 +387,7 @@ class StreamQueue:
         """Up to ``room`` deliveries from ``reader``'s offset, which moves past them."""
         partition = self.partition
         try:
-            data = partition.read(reader.offset, _READ_BYTES)
+            data = partition.log.read(reader.offset, _READ_BYTES)
         except OffsetOutOfRangeError:  # retention moved the start past the reader
             reader.offset = partition.log_start_offset
             return []

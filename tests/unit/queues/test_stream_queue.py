@@ -19,6 +19,7 @@ from dari.queues.errors import FeatureNotImplemented, PreconditionFailed
 from dari.queues.stream_queue import StreamQueue, max_age_ms, topic_name
 from dari.records import build_batch
 from dari.records.records import iter_records
+from dari.server.amqp_streams import TopicStreams
 from dari.storage import FlushScheduler, LogConfig, LogStore
 from dari.streams.topics import TopicManager
 
@@ -48,7 +49,7 @@ class Env:
         self.broker = AMQPBroker(
             self.data_dir, FlushScheduler(), LogConfig(),
             {"guest": User("guest", "guest", True, ("*",))},
-            vhosts=("/", "a/b"), clock=self.clock, topics=self.topics,
+            vhosts=("/", "a/b"), clock=self.clock, topics=TopicStreams(self.topics),
         )
         self.broker.load()
 
