@@ -33,7 +33,7 @@ from dari.queues.values import type_name
 from dari.records import iter_batches
 from dari.records.builder import build_batch
 from dari.records.records import iter_records
-from dari.storage import FlushScheduler, OffsetOutOfRangeError, PartitionLog
+from dari.storage import FlushScheduler, LogClosedError, OffsetOutOfRangeError, PartitionLog
 
 STREAM = "stream"
 OFFSET_HEADER = "x-stream-offset"
@@ -264,7 +264,10 @@ class StreamQueue:
         if self.deleted:
             return _REFUSED
         now = int(self._clock() * 1000)
-        result = self.partition.append(build_batch((message.to_record(now),), now_ms=now))
+        try:
+            result = self.partition.append(build_batch((message.to_record(now),), now_ms=now))
+        except LogClosedError:  # the topic was deleted under the queue (by a Kafka client)
+            return _REFUSED
         if result.error is not None:
             return _REFUSED
         if dispatch and self._readers:
@@ -390,6 +393,9 @@ class StreamQueue:
             data = partition.log.read(reader.offset, _READ_BYTES)
         except OffsetOutOfRangeError:  # retention moved the start past the reader
             reader.offset = partition.log_start_offset
+            return []
+        except LogClosedError:  # the topic was deleted under the queue: nothing more to read
+            reader.offset = 1 << 62
             return []
         tag = reader.consumer.tag
         out: list[Delivery] = []
