@@ -52,6 +52,7 @@ _UNSUPPORTED = (
     "x-queue-mode",
 )
 _REFUSED = PublishResult(False)
+_ACCEPTED = PublishResult(True)
 
 
 class AppendOutcome(Protocol):
@@ -260,7 +261,8 @@ class StreamQueue:
     # ---- publish ------------------------------------------------------------------------------
 
     def publish(self, message: Message, dispatch: bool = True) -> PublishResult:
-        """Append ``message`` as one record; the confirm waits for ``wait_durable(offset)``."""
+        """Append ``message`` as one record; unless the topic's flush policy is "os", the
+        confirm waits for ``wait_durable(offset)``."""
         if self.deleted:
             return _REFUSED
         now = int(self._clock() * 1000)
@@ -272,6 +274,8 @@ class StreamQueue:
             return _REFUSED
         if dispatch and self._readers:
             self.dispatch()
+        if self.partition.log.config.flush == "os":  # durable once written: confirm now
+            return _ACCEPTED
         return PublishResult(True, result.base_offset)
 
     async def wait_durable(self, offset: int) -> None:

@@ -5,6 +5,7 @@ restart. Real logs in a temporary data directory; no sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +294,29 @@ def test_redeclare_and_delete(env: Env) -> None:
         env.declare(arguments={"x-queue-type": "classic"})
     env.broker.delete_queue("/", queue)
     assert env.topics.get("s") is None
+
+
+def test_confirm_waits_for_the_flush_under_policy_always(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "data")
+    topics = TopicManager(store, LogConfig(flush="always"))
+    flusher = FlushScheduler()
+    broker = AMQPBroker(
+        tmp_path / "data", flusher, LogConfig(), {}, topics=TopicStreams(topics)
+    )
+
+    async def run() -> None:
+        queue = broker.declare_queue(
+            "/", "s", passive=False, durable=True, exclusive_owner=None, auto_delete=False,
+            arguments=STREAM,
+        )
+        result = queue.publish(Message("", "s", b"x"))
+        assert result.accepted and result.offset == 0
+        plog = topics.partition("s", 0).log
+        assert plog.flushed_offset < 1
+        await queue.wait_durable(result.offset)
+        assert plog.flushed_offset >= 1
+        await flusher.aclose()
+
+    asyncio.run(run())
+    topics.close()
+    store.close()
