@@ -23,8 +23,8 @@ class TopicStreams:
         self.topics = topics
 
     def open(self, name: str, configs: Mapping[str, str]) -> Partition:
-        """Partition 0 of topic ``name``, made with ``configs`` unless it exists (a topic
-        Kafka clients made is opened as it is)."""
+        """The partition of topic ``name``, made with ``configs`` unless it exists (a topic
+        Kafka clients made is opened as it is, if it has one partition)."""
         topic = self.topics.get(name)
         if topic is None:
             try:
@@ -33,8 +33,13 @@ class TopicStreams:
                 raise PreconditionFailed(
                     f"cannot declare stream on topic '{name}': {exc}"
                 ) from None
+        if len(topic.partitions) != 1:  # a stream is one ordered log
+            raise PreconditionFailed(
+                f"cannot declare stream on topic '{name}': it has {len(topic.partitions)} "
+                "partitions, a stream queue needs exactly one"
+            )
         partition = topic.partition(0)
-        assert partition is not None  # a topic has at least one partition
+        assert partition is not None
         return partition
 
     def delete(self, name: str) -> None:

@@ -320,3 +320,17 @@ def test_confirm_waits_for_the_flush_under_policy_always(tmp_path: Path) -> None
     asyncio.run(run())
     topics.close()
     store.close()
+
+
+def test_a_topic_of_several_partitions_is_not_a_stream(env: Env) -> None:
+    env.topics.create("wide", 3)
+    with pytest.raises(PreconditionFailed) as info:
+        env.declare("wide")
+    assert "has 3 partitions" in info.value.reply_text
+    assert env.broker.vhost("/").get_queue("wide") is None
+
+
+def test_a_queue_name_that_is_no_topic_name_is_refused(env: Env) -> None:
+    with pytest.raises(PreconditionFailed) as info:
+        env.declare("has space")
+    assert "is not a legal topic name" in info.value.reply_text
