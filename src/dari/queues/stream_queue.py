@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -215,6 +216,7 @@ class StreamQueue:
         self._readers: list[_Reader] = []
         self._dispatching = False
         self._watcher: asyncio.Task[None] | None = None
+        self._offset_headers = OffsetHeaders()
         self.deleted = False
         self.last_used_ms = int(clock() * 1000)
 
@@ -402,6 +404,7 @@ class StreamQueue:
             reader.offset = 1 << 62
             return []
         tag = reader.consumer.tag
+        add_header = self._offset_headers.add
         out: list[Delivery] = []
         offset = reader.offset
         for header, batch in iter_batches(data):
@@ -411,7 +414,7 @@ class StreamQueue:
             for record in iter_records(batch):
                 if record.offset < offset:
                     continue
-                message = _with_offset_header(Message.from_record(record), record.offset)
+                message = add_header(Message.from_record(record), record.offset)
                 out.append(
                     Delivery(message, self, record.offset, False, tag, record.timestamp, None)
                 )
@@ -492,6 +495,52 @@ class StreamQueue:
 
     def __repr__(self) -> str:
         return f"StreamQueue({self.name!r}, end={self.partition.high_watermark})"
+
+
+class OffsetHeaders:
+    """Adds the ``x-stream-offset`` header (a long) to delivered messages.
+
+    Decoding and re-encoding the properties of every delivery would cost more than the rest of
+    the delivery; but messages of a stream mostly share their property bytes, and for equal
+    property bytes the result differs only in the header's eight value bytes. So each distinct
+    property block is encoded once, with a marker value, and later deliveries splice their
+    offset into that template. Owned by one ``StreamQueue`` (event loop thread).
+    """
+
+    __slots__ = ("_templates",)
+
+    _MARKER = 0x5A17_C0DE_0FF5_E7ED
+    _LONG = struct.Struct(">q")
+    _LIMIT = 1024  # distinct property blocks remembered (cleared beyond)
+
+    def __init__(self) -> None:
+        self._templates: dict[bytes, tuple[bytes, bytes] | None] = {}
+
+    def add(self, message: Message, offset: int) -> Message:
+        """``message`` with ``x-stream-offset: offset`` in its headers table."""
+        properties = message.properties
+        try:
+            template = self._templates[properties]
+        except KeyError:
+            template = self._template(message)
+        if template is None:  # the marker was ambiguous: encode this one fully
+            return _with_offset_header(message, offset)
+        head, tail = template
+        return message._replace(
+            properties=head + self._LONG.pack(offset) + tail, offset=offset, record=None
+        )
+
+    def _template(self, message: Message) -> tuple[bytes, bytes] | None:
+        encoded = _with_offset_header(message, self._MARKER).properties
+        marker = self._LONG.pack(self._MARKER)
+        at = encoded.find(marker)
+        template = None
+        if at >= 0 and encoded.find(marker, at + 1) < 0:
+            template = (encoded[:at], encoded[at + len(marker) :])
+        if len(self._templates) >= self._LIMIT:
+            self._templates.clear()
+        self._templates[message.properties] = template
+        return template
 
 
 def _with_offset_header(message: Message, offset: int) -> Message:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from dari.message import Message, encode_properties
+from dari.message import Field, Message, encode_properties
 from dari.queues.broker import AMQPBroker, User
 from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.errors import FeatureNotImplemented, PreconditionFailed
-from dari.queues.stream_queue import StreamQueue, max_age_ms, topic_name
+from dari.queues.stream_queue import OffsetHeaders, StreamQueue, max_age_ms, topic_name
 from dari.records import build_batch
 from dari.records.records import iter_records
 from dari.server.amqp_streams import TopicStreams
@@ -334,3 +334,21 @@ def test_a_queue_name_that_is_no_topic_name_is_refused(env: Env) -> None:
     with pytest.raises(PreconditionFailed) as info:
         env.declare("has space")
     assert "is not a legal topic name" in info.value.reply_text
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [encode_properties(), encode_properties(delivery_mode=2, message_id="id"),
+     encode_properties(headers={"a": 1, "b": "two"}, priority=3, correlation_id="c")],
+)
+def test_offset_header_templates_encode_as_a_full_rewrite(properties: bytes) -> None:
+    headers = OffsetHeaders()
+    message = Message.from_amqp("ex", "rk", properties, b"body")
+    for offset in (0, 7, 1 << 40, 7):
+        fast = headers.add(message, offset)
+        full = message.replace_properties(
+            headers={**message.typed_headers(), "x-stream-offset": Field("l", offset)}
+        )
+        assert fast.properties == full.properties
+        assert fast.headers["x-stream-offset"] == offset  # type: ignore[index]
+        assert (fast.delivery_mode, fast.priority) == (message.delivery_mode, message.priority)
