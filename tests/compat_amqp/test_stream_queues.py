@@ -5,11 +5,13 @@ listener beside the AMQP one (skipped against an external broker)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import aio_pika
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
@@ -232,3 +234,27 @@ def test_pika_confirms_on_stream(amqp: AmqpServer, name: str) -> None:
         assert ch.queue_declare(name, passive=True).method.message_count == 1
     finally:
         conn.close()
+
+
+async def test_aio_pika_consumes_a_kafka_made_topic_from_first(
+    amqp_url: str, kafka: str, name: str
+) -> None:
+    records = (Sent(None, f"r{i}".encode(), (), None) for i in range(300))
+    produce_all(producer(kafka), name, records)  # the topic is auto-created by Kafka
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=50)
+        queue = await channel.declare_queue(name, durable=True, arguments=STREAM)
+        got: list[tuple[bytes, int]] = []
+        async with asyncio.timeout(WAIT_S), queue.iterator(
+            arguments={"x-stream-offset": "first"}
+        ) as it:
+            async for message in it:
+                await message.ack()
+                got.append((message.body, message.headers["x-stream-offset"]))
+                if len(got) == 300:
+                    break
+        assert got == [(f"r{i}".encode(), i) for i in range(300)]
+    finally:
+        await connection.close()
