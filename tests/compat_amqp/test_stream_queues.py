@@ -183,6 +183,17 @@ def test_consume_with_no_ack_is_refused(ch: BlockingChannel, name: str) -> None:
     assert "automatic acknowledgement not supported by stream queues" in exc.value.reply_text
 
 
+def test_global_prefetch_is_refused(ch: BlockingChannel, name: str) -> None:
+    ch.queue_declare(name, durable=True, arguments=STREAM)
+    ch.basic_qos(prefetch_count=10)
+    ch.basic_qos(prefetch_count=100, global_qos=True)
+    with pytest.raises(ConnectionClosedByBroker) as exc:
+        ch.basic_consume(name, lambda *a: None)
+        ch.connection.process_data_events(time_limit=1)
+    assert_connection_closed(exc, 540, "NOT_IMPLEMENTED", ch.connection)
+    assert exc.value.reply_text.endswith("does not support global qos")
+
+
 def test_basic_get_is_refused(ch: BlockingChannel, name: str) -> None:
     ch.queue_declare(name, durable=True, arguments=STREAM)
     with pytest.raises(ConnectionClosedByBroker) as exc:

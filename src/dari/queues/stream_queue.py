@@ -290,14 +290,17 @@ class StreamQueue:
 
     # ---- consumers ----------------------------------------------------------------------------
 
-    def check_consume(self, no_ack: bool, prefetch: int) -> None:
-        """RabbitMQ's refusals of a stream consumer: no prefetch (406), automatic acks (540)."""
+    def check_consume(self, no_ack: bool, prefetch: int, global_prefetch: int = 0) -> None:
+        """RabbitMQ's refusals of a stream consumer, in its order: no consumer prefetch (406;
+        a global one alone does not count), automatic acks, a global prefetch (both 540)."""
         if not prefetch:
             raise PreconditionFailed(f"consumer prefetch count is not set for '{self.where}'")
         if no_ack:
             raise FeatureNotImplemented(
                 f"automatic acknowledgement not supported by stream queues {self.where}"
             )
+        if global_prefetch:
+            raise FeatureNotImplemented(f"{self.where} does not support global qos")
 
     def start_offset(self, spec: Any, arguments: Mapping[str, Any] | None = None) -> int:
         """The offset a consumer's ``x-stream-offset`` names; 406 for a value of a wrong type

@@ -231,8 +231,9 @@ class Channel:
         # sent before the first delivery.
         consumer.blocked = True
         if isinstance(queue, StreamQueue):  # a prefetch is required; reads from an offset
-            prefetch = consumer.credit.limit or unacked.channel_credit.limit
-            queue.check_consume(method.no_ack, prefetch)
+            queue.check_consume(
+                method.no_ack, consumer.credit.limit, unacked.channel_credit.limit
+            )
             start = queue.start_offset(arguments.get(OFFSET_HEADER), arguments)
             queue.add_consumer(consumer, start)
         else:

@@ -261,6 +261,9 @@ def test_consume_refusals_and_basic_get(env: Env) -> None:
     assert ni.value.reply_text == (
         "automatic acknowledgement not supported by stream queues queue 's' in vhost '/'"
     )
+    with pytest.raises(FeatureNotImplemented) as ni:
+        queue.check_consume(False, 10, 5)
+    assert ni.value.reply_text == "queue 's' in vhost '/' does not support global qos"
     with pytest.raises(FeatureNotImplemented):
         queue.get()
 
