@@ -383,10 +383,13 @@ class StreamQueue:
                     room = reader.consumer.room()
                     if room <= 0:
                         break
+                    before = reader.offset
                     batch = self._read(reader, room)
                     if batch:
                         reader.consumer.deliver_many(batch)
                         delivered += len(batch)
+                    elif reader.offset == before:  # nothing readable there (yet)
+                        break
                     if reader not in self._readers:  # cancelled by the delivery
                         break
         finally:

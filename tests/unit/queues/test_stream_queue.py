@@ -355,3 +355,15 @@ def test_offset_header_templates_encode_as_a_full_rewrite(properties: bytes) -> 
         assert fast.properties == full.properties
         assert fast.headers["x-stream-offset"] == offset  # type: ignore[index]
         assert (fast.delivery_mode, fast.priority) == (message.delivery_mode, message.priority)
+
+
+def test_a_reader_behind_the_log_start_continues_at_it(env: Env) -> None:
+    queue = env.declare()
+    publish(queue, 5)
+    c, got = consumer(prefetch=1)
+    queue.add_consumer(c, queue.start_offset("first"))
+    assert [d.position for d in got] == [0]
+    env.topics.partition("s", 0).delete_records(3)  # as retention would
+    c.settle(1)
+    queue.dispatch()
+    assert [d.position for d in got] == [0, 3]
