@@ -367,3 +367,21 @@ def test_a_reader_behind_the_log_start_continues_at_it(env: Env) -> None:
     c.settle(1)
     queue.dispatch()
     assert [d.position for d in got] == [0, 3]
+
+
+def test_a_caught_up_consumer_wakes_on_a_kafka_append(env: Env) -> None:
+    queue = env.declare()
+    c, got = consumer()
+
+    async def run() -> None:
+        queue.add_consumer(c)  # at "next": caught up, waits for the partition's next append
+        await asyncio.sleep(0)
+        env.topics.partition("s", 0).append(build_batch([b"from kafka"]))
+        for _ in range(50):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        queue.cancel_consumer(c)
+
+    asyncio.run(run())
+    assert bodies(got) == [b"from kafka"]
