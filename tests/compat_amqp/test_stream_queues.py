@@ -209,6 +209,7 @@ def test_bad_stream_offset_type_is_refused(ch: BlockingChannel, name: str) -> No
         ch.basic_consume(name, lambda *a: None, arguments={"x-stream-offset": True})
         ch.connection.process_data_events(time_limit=1)
     assert_channel_closed(exc, 406, "PRECONDITION_FAILED", ch)
+    assert "failed consuming from stream queue" in exc.value.reply_text
 
 
 @pytest.mark.parametrize(

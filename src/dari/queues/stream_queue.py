@@ -325,11 +325,15 @@ class StreamQueue:
             age = max_age_ms(spec)  # RabbitMQ also takes an interval: that much back in time
             if age is not None:
                 return self._offset_at(int(self._clock() * 1000) - age)
+            raise self._refuse_offset("invalid_max_age")
         elif isinstance(spec, int) and not isinstance(spec, bool):
             if arguments is not None and type_name(arguments, OFFSET_HEADER) == "timestamp":
                 return self._offset_at(spec * 1000)
             return min(max(spec, start), end)
-        raise PreconditionFailed(f"invalid x-stream-offset argument for {self.where}: {spec!r}")
+        raise self._refuse_offset(f"{{invalid_offset_arg,{spec!r}}}")
+
+    def _refuse_offset(self, reason: str) -> PreconditionFailed:
+        return PreconditionFailed(f"failed consuming from stream {self.where}: {reason}")
 
     def _offset_at(self, timestamp_ms: int) -> int:
         found = self.partition.offset_for_timestamp(timestamp_ms)

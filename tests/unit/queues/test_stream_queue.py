@@ -199,8 +199,11 @@ def test_start_from_a_timestamp(env: Env) -> None:
 @pytest.mark.parametrize("spec", ["bogus", 1.5, True, {"a": 1}])
 def test_bad_offset_spec_is_refused(env: Env, spec: Any) -> None:
     queue = env.declare()
-    with pytest.raises(PreconditionFailed):
+    with pytest.raises(PreconditionFailed) as info:
         queue.start_offset(spec)
+    assert info.value.reply_text.startswith(
+        "failed consuming from stream queue 's' in vhost '/': "
+    )
 
 
 def test_next_gets_only_new_messages_and_offset_header(env: Env) -> None:
