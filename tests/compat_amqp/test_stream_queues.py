@@ -270,3 +270,16 @@ async def test_aio_pika_consumes_a_kafka_made_topic_from_first(
         assert got == [(f"r{i}".encode(), i) for i in range(300)]
     finally:
         await connection.close()
+
+
+def test_confirmed_stream_messages_survive_sigkill(own_broker: Broker, name: str) -> None:
+    conn = connect(own_broker.amqp_url)
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments=STREAM)
+    ch.confirm_delivery()
+    for i in range(300):
+        ch.basic_publish("", name, f"m{i}".encode(), persistent())
+    own_broker.kill()
+    own_broker.restart()
+    records = consume_range(own_broker.bootstrap, name, start=0)
+    assert [r.value for r in records] == [f"m{i}".encode() for i in range(300)]
