@@ -194,6 +194,7 @@ class StreamQueue:
     exclusive_owner: object | None = None
     exclusive = False
     store = None  # the topic's log is flushed with the topics, not as a queue store
+    unacked_count = 0  # acks only give credit back: nothing is held for them
 
     def __init__(
         self,
@@ -242,8 +243,6 @@ class StreamQueue:
     @property
     def unacked(self) -> list[Delivery]:
         return []  # nothing is outstanding: acks only give credit back
-
-    unacked_count = 0
 
     def touch(self) -> None:
         self.last_used_ms = int(self._clock() * 1000)
