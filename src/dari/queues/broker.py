@@ -30,10 +30,24 @@ from dari.message import Message
 from dari.queues.dead_letter import REJECTED, headers_of, is_cycle, record_death
 from dari.queues.definitions import DefinitionsStore, QueueDefinition, VHostDefinitions
 from dari.queues.direct_reply import ReplyConsumers
-from dari.queues.errors import AccessRefused, NotFound, PreconditionFailed, resource
+from dari.queues.errors import (
+    AccessRefused,
+    FeatureNotImplemented,
+    NotFound,
+    PreconditionFailed,
+    resource,
+)
 from dari.queues.permissions import FULL, NO_ACCESS, Permissions
 from dari.queues.queue import Queue
 from dari.queues.queue_store import QueueStore
+from dari.queues.stream_queue import (
+    StreamQueue,
+    StreamTopics,
+    check_declare,
+    check_topic_name,
+    is_stream,
+    topic_name,
+)
 from dari.queues.values import type_name
 from dari.queues.vhost import VirtualHost
 from dari.storage import FlushScheduler, LogConfig
@@ -96,8 +110,11 @@ class AMQPBroker:
         vhosts: tuple[str, ...] = ("/",),
         queue_memory_bytes: int = 0,
         clock: Callable[[], float] = time.time,
+        topics: StreamTopics | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # The Kafka side's topics: a stream queue is one of them (None: no stream queues).
+        self.topics = topics
         self.flusher = flusher
         self.queue_log_config = queue_log_config
         # ready message bytes a queue keeps in memory before paging to a log
@@ -200,8 +217,13 @@ class AMQPBroker:
         arguments: Mapping[str, Any],
         exclusive_owner: object | None = None,
     ) -> Queue:
-        """The queue factory: a durable queue opens (and recovers) its store; a non-durable
-        one gets a scratch log on first page-out."""
+        """The queue factory: a stream queue opens (or makes) its topic; a durable queue opens
+        (and recovers) its store; a non-durable one gets a scratch log on first page-out."""
+        if is_stream(arguments):
+            return self._make_stream(
+                vhost_name, name, durable=durable, auto_delete=auto_delete,
+                arguments=arguments, exclusive=exclusive_owner is not None,
+            )
         store = None
         if durable:
             store = QueueStore.open(
@@ -223,6 +245,31 @@ class AMQPBroker:
             memory_bytes=self.queue_memory_bytes,
             scratch=None if durable else lambda: self._scratch_store(vhost_name, name),
         )
+
+    def _make_stream(
+        self,
+        vhost_name: str,
+        name: str,
+        *,
+        durable: bool,
+        auto_delete: bool,
+        arguments: Mapping[str, Any],
+        exclusive: bool,
+    ) -> Queue:
+        """A stream queue on the one-partition topic ``topic_name(vhost, name)``, made with
+        the configs its arguments map to unless it exists (a Kafka-made topic is opened as
+        it is)."""
+        configs = check_declare(
+            name, vhost_name, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        if self.topics is None:
+            raise FeatureNotImplemented("stream queues need the broker's topics")
+        tname = topic_name(vhost_name, name)
+        check_topic_name(tname, resource("queue", name, vhost_name))
+        partition = self.topics.open(tname, configs)
+        stream = StreamQueue(name, vhost_name, arguments, partition, self.flusher, self._clock)
+        return cast("Queue", stream)
 
     def _scratch_store(self, vhost: str, queue: str) -> QueueStore:
         """A log for a non-durable queue's paged-out messages: never fsynced, removed with the
@@ -287,6 +334,9 @@ class AMQPBroker:
     def delete_queue(self, vhost_name: str, queue: Queue) -> int:
         count = queue.delete()
         self.forget_queue(vhost_name, queue)
+        if isinstance(queue, StreamQueue) and self.topics is not None:
+            # a stream's data goes with it, as in RabbitMQ
+            self.topics.delete(topic_name(vhost_name, queue.name))
         return count
 
     def forget_queue(self, vhost_name: str, queue: Queue) -> None:

@@ -32,6 +32,7 @@ from dari.queues.direct_reply import REPLY_PREFIX, REPLY_QUEUE, REPLY_QUEUE_BYTE
 from dari.queues.errors import PreconditionFailed, QueuesError
 from dari.queues.permissions import READ
 from dari.queues.queue import Queue, requeue
+from dari.queues.stream_queue import OFFSET_HEADER, StreamQueue
 from dari.server.amqp_access import ChannelAccess
 from dari.server.amqp_admin import QUEUE_NAME_SHORTCUT, ChannelAdmin
 from dari.server.amqp_channel_owner import ChannelOwner
@@ -247,7 +248,14 @@ class Channel:
         # then no consume-ok may have gone out, as in RabbitMQ. Once accepted, consume-ok is
         # sent before the first delivery.
         consumer.blocked = True
-        queue.add_consumer(consumer)
+        if isinstance(queue, StreamQueue):  # a prefetch is required; reads from an offset
+            queue.check_consume(
+                method.no_ack, consumer.credit.limit, unacked.channel_credit.limit
+            )
+            start = queue.start_offset(arguments.get(OFFSET_HEADER), arguments)
+            queue.add_consumer(consumer, start)
+        else:
+            queue.add_consumer(consumer)
         self.consumers[tag] = (consumer, queue)
         if not method.nowait:
             self._send(commands.Basic.ConsumeOk(tag))

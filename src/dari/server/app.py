@@ -21,6 +21,7 @@ from dari.queues.permissions import user_permissions
 from dari.server.alarms import Limits, ResourceMonitor
 from dari.server.amqp import AMQPServerConnection
 from dari.server.amqp_expiry import expire_forever
+from dari.server.amqp_streams import TopicStreams
 from dari.server.kafka import KafkaConnection
 from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
@@ -180,6 +181,7 @@ class Broker:
         self.amqp = AMQPBroker(
             settings.data_dir, self.flusher, queue_config, users, vhosts,
             queue_memory_bytes=settings["amqp.queue.memory.bytes"],
+            topics=TopicStreams(self.topics) if self.topics is not None else None,
         )
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
         self._spawn(expire_forever(self.amqp))

@@ -1,0 +1,559 @@
+"""RabbitMQ stream queues over a one-partition dari topic: one copy of the data, two protocols.
+
+A queue declared with ``x-queue-type=stream`` is the topic named by ``topic_name`` (the queue
+name in vhost ``/``; ``<vhost>.<queue>`` elsewhere, a ``/`` in the vhost name written ``_``),
+made or opened through the Kafka side's ``TopicManager``. A publish appends one record per
+message to its partition (``Message.to_record``: the AMQP layout with ``x-amqp-*`` headers), so
+Kafka clients fetch what AMQP clients publish, and AMQP consumers read what Kafka producers
+produce (``Message.from_record``).
+
+Stream semantics as RabbitMQ has them: consumers never remove anything; each reads from its own
+offset (``x-stream-offset``: ``first``, ``last``, ``next`` — the default —, an offset, or a
+timestamp) and gets the offset of every delivery in its ``x-stream-offset`` header. Acks only
+give prefetch credit back; nothing is requeued or redelivered. A consumer that caught up waits
+for the partition's next append (any protocol's) through the partition's ``AppendWaiters``.
+Retention is the topic's: ``x-max-age``, ``x-max-length-bytes`` and
+``x-stream-max-segment-size-bytes`` become ``retention.ms``, ``retention.bytes`` and
+``segment.bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from dari.message import Field, Message
+from dari.queues.errors import FeatureNotImplemented, PreconditionFailed, resource
+from dari.queues.queue import Consumer, Delivery, PublishResult, QueueArguments
+from dari.queues.values import type_name
+from dari.records import iter_batches
+from dari.records.builder import build_batch
+from dari.records.records import iter_records
+from dari.storage import FlushScheduler, LogClosedError, OffsetOutOfRangeError, PartitionLog
+
+STREAM = "stream"
+OFFSET_HEADER = "x-stream-offset"
+_READ_BYTES = 1 << 20  # how much of the log one read of a consumer takes at most
+_WAIT_SECONDS = 30.0  # a caught-up consumer's wait for an append, before it looks again
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_MAX_AGE = re.compile(r"^([0-9]+)([YMDhms])$")
+_UNIT_MS = {
+    "Y": 365 * 86_400_000, "M": 30 * 86_400_000, "D": 86_400_000,
+    "h": 3_600_000, "m": 60_000, "s": 1000,
+}
+# Queue arguments a stream refuses, as RabbitMQ's stream queue type does.
+_UNSUPPORTED = (
+    "x-max-priority", "x-message-ttl", "x-expires", "x-max-length", "x-overflow",
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-single-active-consumer",
+    "x-queue-mode",
+)
+_REFUSED = PublishResult(False)
+_ACCEPTED = PublishResult(True)
+
+
+class AppendOutcome(Protocol):
+    error: object | None  # None when appended
+    base_offset: int
+
+
+class Waiters(Protocol):
+    async def wait_any(self, keys: Iterable[object], timeout: float) -> None: ...
+
+
+class StreamPartition(Protocol):
+    """What a stream needs of its topic's partition (``streams.partition.Partition``; the
+    queues domain does not import the Kafka model, the server hands it over)."""
+
+    log: PartitionLog
+    waiters: Waiters
+
+    @property
+    def high_watermark(self) -> int: ...
+
+    @property
+    def log_start_offset(self) -> int: ...
+
+    def append(self, records: bytes) -> AppendOutcome: ...
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None: ...
+
+
+class StreamTopics(Protocol):
+    """The topics stream queues live on, as the server wires them from ``TopicManager``:
+    ``open`` makes the one-partition topic ``name`` with ``configs`` unless it exists (and
+    raises PreconditionFailed when the catalogue refuses it), ``delete`` removes it if any."""
+
+    def open(self, name: str, configs: Mapping[str, str]) -> StreamPartition: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+def check_topic_name(name: str, where: str) -> None:
+    """406 unless ``name`` can be a topic (Kafka's rule: 1..249 of ``[a-zA-Z0-9._-]``)."""
+    if not _TOPIC_NAME.match(name) or name in {".", ".."}:
+        raise PreconditionFailed(
+            f"cannot declare stream {where}: '{name}' is not a legal topic name "
+            "(1 to 249 of ASCII alphanumerics, '.', '_' and '-')"
+        )
+
+
+def topic_name(vhost: str, queue: str) -> str:
+    """The topic a stream queue is: its name in vhost ``/``, ``<vhost>.<queue>`` elsewhere
+    (``/`` in the vhost name becomes ``_``)."""
+    return queue if vhost == "/" else f"{vhost.replace('/', '_')}.{queue}"
+
+
+def is_stream(arguments: Mapping[str, Any] | None) -> bool:
+    """True if declare ``arguments`` ask for a stream queue."""
+    value = (arguments or {}).get("x-queue-type")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value == STREAM
+
+
+def max_age_ms(text: str) -> int | None:
+    """RabbitMQ's x-max-age ("7D", "12h", "30m", "10s", "1Y", "1M") in ms; None if malformed."""
+    match = _MAX_AGE.match(text)
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def check_declare(
+    name: str,
+    vhost: str,
+    *,
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    arguments: Mapping[str, Any],
+) -> dict[str, str]:
+    """RabbitMQ's refusals of a stream declaration (406), in its order; returns the topic
+    configs the arguments map to."""
+    where = resource("queue", name, vhost)
+    for key in _UNSUPPORTED:
+        if key in arguments:
+            raise PreconditionFailed(
+                f"invalid arg '{key}' for {where} of queue type rabbit_stream_queue"
+            )
+    if auto_delete:
+        raise PreconditionFailed(f"invalid property 'auto-delete' for {where}")
+    if exclusive:
+        raise PreconditionFailed(f"invalid property 'exclusive-owner' for {where}")
+    if not durable:
+        raise PreconditionFailed(f"invalid property 'non-durable' for {where}")
+    configs: dict[str, str] = {}
+    age = arguments.get("x-max-age")
+    if age is not None:
+        text = age.decode("utf-8", "replace") if isinstance(age, bytes) else age
+        ms = max_age_ms(text) if isinstance(text, str) else None
+        if ms is None:
+            raise PreconditionFailed(f"invalid arg 'x-max-age' for {where}: {{invalid,{text}}}")
+        configs["retention.ms"] = str(ms)
+    for key, config in (
+        ("x-max-length-bytes", "retention.bytes"),
+        ("x-stream-max-segment-size-bytes", "segment.bytes"),
+    ):
+        value = arguments.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PreconditionFailed(
+                f'invalid arg \'{key}\' for {where}: "expected integer, got '
+                f'{type_name(arguments, key)}"'
+            )
+        if value < 0:
+            raise PreconditionFailed(f"invalid arg '{key}' for {where}: {{value_negative,{value}}}")
+        configs[config] = str(value)
+    return configs
+
+
+class _Reader:
+    """One consumer's position in the stream."""
+
+    __slots__ = ("consumer", "offset")
+
+    def __init__(self, consumer: Consumer, offset: int) -> None:
+        self.consumer = consumer
+        self.offset = offset
+
+
+class StreamQueue:
+    """A stream queue over ``partition``; see the module docstring. Made by the broker's queue
+    factory, owned by the event loop thread (not thread-safe). It offers the interface the
+    channel and the broker use of ``Queue``; what a stream cannot do raises RabbitMQ's error.
+    """
+
+    durable = True
+    auto_delete = False
+    exclusive_owner: object | None = None
+    exclusive = False
+    store = None  # the topic's log is flushed with the topics, not as a queue store
+    unacked_count = 0  # acks only give credit back: nothing is held for them
+
+    def __init__(
+        self,
+        name: str,
+        vhost: str,
+        arguments: Mapping[str, Any],
+        partition: StreamPartition,
+        flusher: FlushScheduler | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.vhost = vhost
+        self.arguments: Mapping[str, Any] = (
+            arguments if hasattr(arguments, "typed") else dict(arguments)
+        )
+        self.args = QueueArguments(queue_type=STREAM)
+        self.partition = partition
+        self._flusher = flusher
+        self._clock = clock
+        self._readers: list[_Reader] = []
+        self._dispatching = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._offset_headers = OffsetHeaders()
+        self.deleted = False
+        self.last_used_ms = int(clock() * 1000)
+
+    # ---- what the broker and the channel read ------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return resource("queue", self.name, self.vhost)
+
+    @property
+    def message_count(self) -> int:
+        """Messages in the stream (RabbitMQ counts the whole log for a stream)."""
+        return self.partition.high_watermark - self.partition.log_start_offset
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self._readers)
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        return [r.consumer for r in self._readers]
+
+    @property
+    def unacked(self) -> list[Delivery]:
+        return []  # nothing is outstanding: acks only give credit back
+
+    def touch(self) -> None:
+        self.last_used_ms = int(self._clock() * 1000)
+
+    def unused_expired(self, now_ms: int) -> bool:
+        return False
+
+    def next_expiry_ms(self) -> int | None:
+        return None
+
+    def expire(self, now_ms: int | None = None) -> int:
+        return 0
+
+    def check_exclusive(self, owner: object) -> None:
+        """Streams are never exclusive."""
+
+    # ---- publish ------------------------------------------------------------------------------
+
+    def publish(self, message: Message, dispatch: bool = True) -> PublishResult:
+        """Append ``message`` as one record; unless the topic's flush policy is "os", the
+        confirm waits for ``wait_durable(offset)``."""
+        if self.deleted:
+            return _REFUSED
+        now = int(self._clock() * 1000)
+        try:
+            result = self.partition.append(build_batch((message.to_record(now),), now_ms=now))
+        except LogClosedError:  # the topic was deleted under the queue (by a Kafka client)
+            return _REFUSED
+        if result.error is not None:
+            return _REFUSED
+        if dispatch and self._readers:
+            self.dispatch()
+        if self.partition.log.config.flush == "os":  # durable once written: confirm now
+            return _ACCEPTED
+        return PublishResult(True, result.base_offset)
+
+    async def wait_durable(self, offset: int) -> None:
+        """Wait until the record at ``offset`` is durable per the topic's flush policy."""
+        if self._flusher is not None and offset >= 0:
+            await self._flusher.durable(self.partition.log, offset + 1)
+
+    def flush(self) -> None:
+        """Appends go to the log at once; nothing is buffered here."""
+
+    # ---- consumers ----------------------------------------------------------------------------
+
+    def check_consume(self, no_ack: bool, prefetch: int, global_prefetch: int = 0) -> None:
+        """RabbitMQ's refusals of a stream consumer, in its order: no consumer prefetch (406;
+        a global one alone does not count), automatic acks, a global prefetch (both 540)."""
+        if not prefetch:
+            raise PreconditionFailed(f"consumer prefetch count is not set for '{self.where}'")
+        if no_ack:
+            raise FeatureNotImplemented(
+                f"automatic acknowledgement not supported by stream queues {self.where}"
+            )
+        if global_prefetch:
+            raise FeatureNotImplemented(f"{self.where} does not support global qos")
+
+    def start_offset(self, spec: Any, arguments: Mapping[str, Any] | None = None) -> int:
+        """The offset a consumer's ``x-stream-offset`` names; 406 for a value of a wrong type
+        or an unknown word."""
+        partition = self.partition
+        start, end = partition.log_start_offset, partition.high_watermark
+        if spec is None:
+            return end
+        if isinstance(spec, bytes):
+            spec = spec.decode("utf-8", "replace")
+        if isinstance(spec, datetime.datetime):
+            if spec.tzinfo is None:
+                spec = spec.replace(tzinfo=datetime.UTC)
+            return self._offset_at(int(spec.timestamp()) * 1000)
+        if isinstance(spec, str):
+            if spec == "first":
+                return start
+            if spec == "next":
+                return end
+            if spec == "last":
+                return self._last_batch_offset()
+            age = max_age_ms(spec)  # RabbitMQ also takes an interval: that much back in time
+            if age is not None:
+                return self._offset_at(int(self._clock() * 1000) - age)
+            raise self._refuse_offset("invalid_max_age")
+        elif isinstance(spec, int) and not isinstance(spec, bool):
+            if arguments is not None and type_name(arguments, OFFSET_HEADER) == "timestamp":
+                return self._offset_at(spec * 1000)
+            return min(max(spec, start), end)
+        raise self._refuse_offset(f"{{invalid_offset_arg,{spec!r}}}")
+
+    def _refuse_offset(self, reason: str) -> PreconditionFailed:
+        return PreconditionFailed(f"failed consuming from stream {self.where}: {reason}")
+
+    def _offset_at(self, timestamp_ms: int) -> int:
+        found = self.partition.offset_for_timestamp(timestamp_ms)
+        return self.partition.high_watermark if found is None else found[0]
+
+    def _last_batch_offset(self) -> int:
+        """The first offset of the last batch (RabbitMQ's "last chunk")."""
+        plog = self.partition.log
+        start, end = plog.log_start_offset, plog.log_end_offset
+        if end == start:
+            return end
+        filled = [s for s in plog.segments if s.size]
+        last = start
+        for header, _batch in plog.iter_batches(max(filled[-1].base_offset, start)):
+            last = header.base_offset
+        return max(last, start)
+
+    def add_consumer(self, consumer: Consumer, offset: int | None = None) -> None:
+        """basic.consume from ``offset`` (default: ``next``); then dispatch."""
+        if offset is None:
+            offset = self.partition.high_watermark
+        self._readers.append(_Reader(consumer, offset))
+        self.touch()
+        self.dispatch()
+
+    def cancel_consumer(self, consumer: Consumer | str) -> Consumer | None:
+        for i, reader in enumerate(self._readers):
+            member = reader.consumer
+            if member is consumer or (isinstance(consumer, str) and member.tag == consumer):
+                del self._readers[i]
+                self.touch()
+                if not self._readers and self._watcher is not None:
+                    self._watcher.cancel()
+                return member
+        return None
+
+    def dispatch(self) -> int:
+        """Deliver to every consumer with credit from its own offset; returns how many. A
+        consumer that caught up waits for the next append."""
+        if self._dispatching or not self._readers or self.deleted:
+            return 0
+        self._dispatching = True
+        delivered = 0
+        caught_up = False
+        try:
+            for reader in list(self._readers):
+                while True:
+                    if reader.offset >= self.partition.high_watermark:
+                        caught_up = True
+                        break
+                    room = reader.consumer.room()
+                    if room <= 0:
+                        break
+                    before = reader.offset
+                    batch = self._read(reader, room)
+                    if batch:
+                        reader.consumer.deliver_many(batch)
+                        delivered += len(batch)
+                    elif reader.offset == before:  # nothing readable there (yet)
+                        break
+                    if reader not in self._readers:  # cancelled by the delivery
+                        break
+        finally:
+            self._dispatching = False
+        if caught_up:
+            self._watch()
+        return delivered
+
+    def _read(self, reader: _Reader, room: int) -> list[Delivery]:
+        """Up to ``room`` deliveries from ``reader``'s offset, which moves past them."""
+        partition = self.partition
+        try:
+            data = partition.log.read(reader.offset, _READ_BYTES)
+        except OffsetOutOfRangeError:  # retention moved the start past the reader
+            reader.offset = partition.log_start_offset
+            return []
+        except LogClosedError:  # the topic was deleted under the queue: nothing more to read
+            reader.offset = 1 << 62
+            return []
+        tag = reader.consumer.tag
+        add_header = self._offset_headers.add
+        out: list[Delivery] = []
+        offset = reader.offset
+        for header, batch in iter_batches(data):
+            if header.is_control:
+                offset = max(offset, header.next_offset)
+                continue
+            for record in iter_records(batch):
+                if record.offset < offset:
+                    continue
+                message = add_header(Message.from_record(record), record.offset)
+                out.append(
+                    Delivery(message, self, record.offset, False, tag, record.timestamp, None)
+                )
+                offset = record.offset + 1
+                if len(out) >= room:
+                    reader.offset = offset
+                    return out
+            offset = max(offset, header.next_offset)
+        reader.offset = offset
+        return out
+
+    def _watch(self) -> None:
+        """Wake the consumers on the partition's next append (of either protocol)."""
+        if self._watcher is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (unit tests): publishes dispatch by themselves
+            return
+        self._watcher = loop.create_task(self._wait_for_appends())
+
+    async def _wait_for_appends(self) -> None:
+        partition = self.partition
+        try:
+            while self._readers and not self.deleted:
+                await partition.waiters.wait_any([partition.log], _WAIT_SECONDS)
+                self.dispatch()
+                end = partition.high_watermark
+                if not any(r.offset >= end for r in self._readers):
+                    return  # every consumer has a backlog: its acks dispatch it
+        finally:
+            self._watcher = None
+
+    # ---- basic.get, acks ----------------------------------------------------------------------
+
+    def get(self, no_ack: bool = False) -> Delivery | None:
+        raise FeatureNotImplemented(f"basic.get not supported by stream queues {self.where}")
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Acks never delete from a stream; the channel gives the credit back."""
+        return True
+
+    def ack_many(self, deliveries: Iterable[Delivery]) -> int:
+        return sum(1 for _ in deliveries)
+
+    def reject(self, delivery: Delivery, requeue: bool) -> bool:
+        return True
+
+    nack = reject
+
+    def requeue_all(self, deliveries: Iterable[Delivery]) -> int:
+        """Streams are not redelivered: a requeue only settles (and frees credit)."""
+        self.dispatch()
+        return 0
+
+    # ---- purge, delete, close -----------------------------------------------------------------
+
+    def purge(self) -> int:
+        return 0
+
+    def delete(self) -> int:
+        """queue.delete: consumers are cancelled; the broker deletes the topic."""
+        if self.deleted:
+            return 0
+        count = self.message_count
+        self.deleted = True
+        readers, self._readers = self._readers, []
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for reader in readers:
+            reader.consumer.cancelled()
+        return count
+
+    def close(self) -> None:
+        """Broker shutdown: the topic manager closes the log."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def __repr__(self) -> str:
+        return f"StreamQueue({self.name!r}, end={self.partition.high_watermark})"
+
+
+class OffsetHeaders:
+    """Adds the ``x-stream-offset`` header (a long) to delivered messages.
+
+    Decoding and re-encoding the properties of every delivery would cost more than the rest of
+    the delivery; but messages of a stream mostly share their property bytes, and for equal
+    property bytes the result differs only in the header's eight value bytes. So each distinct
+    property block is encoded once, with a marker value, and later deliveries splice their
+    offset into that template. Owned by one ``StreamQueue`` (event loop thread).
+    """
+
+    __slots__ = ("_templates",)
+
+    _MARKER = 0x5A17_C0DE_0FF5_E7ED
+    _LONG = struct.Struct(">q")
+    _LIMIT = 1024  # distinct property blocks remembered (cleared beyond)
+
+    def __init__(self) -> None:
+        self._templates: dict[bytes, tuple[bytes, bytes] | None] = {}
+
+    def add(self, message: Message, offset: int) -> Message:
+        """``message`` with ``x-stream-offset: offset`` in its headers table."""
+        properties = message.properties
+        try:
+            template = self._templates[properties]
+        except KeyError:
+            template = self._template(message)
+        if template is None:  # the marker was ambiguous: encode this one fully
+            return _with_offset_header(message, offset)
+        head, tail = template
+        return message._replace(
+            properties=head + self._LONG.pack(offset) + tail, offset=offset, record=None
+        )
+
+    def _template(self, message: Message) -> tuple[bytes, bytes] | None:
+        encoded = _with_offset_header(message, self._MARKER).properties
+        marker = self._LONG.pack(self._MARKER)
+        at = encoded.find(marker)
+        template = None
+        if at >= 0 and encoded.find(marker, at + 1) < 0:
+            template = (encoded[:at], encoded[at + len(marker) :])
+        if len(self._templates) >= self._LIMIT:
+            self._templates.clear()
+        self._templates[message.properties] = template
+        return template
+
+
+def _with_offset_header(message: Message, offset: int) -> Message:
+    """``message`` with its stream offset in the ``x-stream-offset`` header (a long)."""
+    headers = message.typed_headers()
+    headers[OFFSET_HEADER] = Field("l", offset)
+    return message.replace_properties(headers=headers)
