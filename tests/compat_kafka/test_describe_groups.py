@@ -50,20 +50,23 @@ def test_kafka_python_member_host_and_group_operations(groups_broker: Broker, to
     create_topic(groups_broker.bootstrap, topic)
     group = f"kp-hosts-{uuid.uuid4().hex[:8]}"
     member = KafkaConsumer(
-        topic,
         bootstrap_servers=groups_broker.bootstrap,
         group_id=group,
         client_id="kp-host-test",
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
         enable_auto_commit=False,
-        # A join that raced the new topic's metadata assigns nothing; a quick metadata
-        # refresh makes kafka-python see the topic and rejoin.
         metadata_max_age_ms=1000,
     )
     kadmin = KafkaAdminClient(bootstrap_servers=groups_broker.bootstrap, request_timeout_ms=15000)
     try:
         deadline = time.monotonic() + WAIT_S
+        # The member leads its group and assigns from its own metadata: a join made before
+        # it has the new topic's partitions assigns nothing, so subscribe once it has them.
+        while not member.partitions_for_topic(topic):
+            assert time.monotonic() < deadline, "kafka-python never saw the new topic"
+            time.sleep(0.1)
+        member.subscribe([topic])
         while not member.assignment():
             assert time.monotonic() < deadline, "kafka-python member got no assignment"
             member.poll(timeout_ms=100)
