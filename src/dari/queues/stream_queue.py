@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from dari.message import Field, Message
 from dari.queues.errors import FeatureNotImplemented, PreconditionFailed, resource
 from dari.queues.queue import Consumer, Delivery, PublishResult, QueueArguments
+from dari.queues.queue_store import encode_message_batch
 from dari.queues.values import type_name
 from dari.records import iter_batches
 from dari.records.builder import build_batch
@@ -267,8 +268,14 @@ class StreamQueue:
         if self.deleted:
             return _REFUSED
         now = int(self._clock() * 1000)
+        # An AMQP message (record None) takes the durable queues' direct encoder, the same
+        # bytes build_batch makes; a message read from a Kafka record keeps that record.
+        if message.record is None:
+            batch = encode_message_batch([(message, now)])
+        else:
+            batch = build_batch((message.to_record(now),), now_ms=now)
         try:
-            result = self.partition.append(build_batch((message.to_record(now),), now_ms=now))
+            result = self.partition.append(batch)
         except LogClosedError:  # the topic was deleted under the queue (by a Kafka client)
             return _REFUSED
         if result.error is not None:
