@@ -22,15 +22,24 @@ A Kafka record holds a message in one of two shapes:
   ``x-amqp-routing-key`` headers, if present, name them instead); its record headers are its
   AMQP **headers table**, each value a long string (``S``; a null value is void ``V``; of a
   repeated name the last one; names longer than 255 bytes, which AMQP cannot carry, are left
-  out), and it has no other property (delivery mode 0: transient). A null value is an empty
-  body. A message whose properties are rewritten (``replace_properties``) is an AMQP message.
+  out), plus its key, if any, as ``x-record-key`` (``KEY_HEADER``); its timestamp is the
+  ``timestamp`` property (seconds), and it has no other property (delivery mode 0:
+  transient). A null value is an empty body. A message whose properties are rewritten
+  (``replace_properties``) is an AMQP message.
+
+What a stream (a topic) stores of an AMQP message, ``to_stream_record``, is the first shape
+made readable for Kafka consumers too: the AMQP headers follow the three ``x-amqp-*`` headers
+as plain record headers (text as UTF-8, numbers and booleans as their text, tables and arrays
+as JSON, byte arrays as they are), the ``timestamp`` property becomes the record timestamp,
+and a binding may make the routing key the record key. Reading it back, ``x-amqp-properties``
+alone decides the AMQP side, so typed values survive the round trip exactly.
 
 Names are UTF-8 with ``surrogateescape`` in both directions, so any bytes survive.
 """
 from __future__ import annotations
 
+import json
 import struct
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from dari.protocol.amqp.properties import (
@@ -49,6 +58,7 @@ from dari.records.records import Record
 __all__ = [
     "EMPTY_PROPERTIES",
     "EXCHANGE_HEADER",
+    "KEY_HEADER",
     "PERSISTENT",
     "PROPERTIES_HEADER",
     "ROUTING_KEY_HEADER",
@@ -62,7 +72,11 @@ __all__ = [
 EXCHANGE_HEADER = "x-amqp-exchange"
 ROUTING_KEY_HEADER = "x-amqp-routing-key"
 PROPERTIES_HEADER = "x-amqp-properties"
+KEY_HEADER = "x-record-key"
 PERSISTENT = 2
+# property flag bits whose fields a stream record carries outside x-amqp-properties too
+STREAM_VISIBLE_FLAGS = (1 << 13) | (1 << 6)  # headers, timestamp
+_AMQP_HEADER_PREFIX = "x-amqp-"
 
 _CONTENT_HEAD = struct.Struct(">HHQ")
 _MAX_HEADER_NAME = 255  # an AMQP field name is a short string
@@ -182,6 +196,29 @@ class Message(NamedTuple):
             timestamp_ms,
         )
 
+    def to_stream_record(self, timestamp_ms: int, key: bytes | None = None) -> NewRecord:
+        """The record a stream (a topic) stores this message as: ``to_record`` with the AMQP
+        headers repeated as plain record headers, the ``timestamp`` property (if any) as the
+        record timestamp and ``key`` as the record key (module docstring)."""
+        if self.record is not None:
+            return self.to_record(timestamp_ms)
+        properties = self.properties
+        headers = [
+            (EXCHANGE_HEADER, self.exchange.encode("utf-8", "surrogateescape")),
+            (ROUTING_KEY_HEADER, self.routing_key.encode("utf-8", "surrogateescape")),
+            (PROPERTIES_HEADER, properties),
+        ]
+        timestamp = timestamp_ms
+        flags = int.from_bytes(properties[:2], "big")
+        if flags & STREAM_VISIBLE_FLAGS:
+            props = decode_properties(properties)
+            if props.timestamp is not None:
+                timestamp = props.timestamp * 1000
+            for name, value in (props.headers or {}).items():
+                if not name.startswith(_AMQP_HEADER_PREFIX):
+                    headers.append((name, _header_bytes(value)))
+        return NewRecord(key, self.body, tuple(headers), timestamp)
+
     @classmethod
     def from_record(cls, record: Record) -> Message:
         """The message a record holds (either shape of the module docstring)."""
@@ -204,7 +241,7 @@ class Message(NamedTuple):
                 expiration, record.offset,
             )
         return cls(
-            _text(exchange), _text(routing_key), body, _headers_as_properties(record.headers),
+            _text(exchange), _text(routing_key), body, _record_properties(record),
             0, None, None, record.offset, record,
         )
 
@@ -220,12 +257,39 @@ def _text(data: bytes | None) -> str:
     return "" if data is None else bytes(data).decode("utf-8", "surrogateescape")
 
 
-def _headers_as_properties(headers: Iterable[tuple[str, bytes | None]]) -> bytes:
-    """AMQP property bytes holding a Kafka record's headers as the headers table."""
+def _record_properties(record: Record) -> bytes:
+    """AMQP property bytes for a Kafka record: its headers (and key) as the headers table, its
+    timestamp as the timestamp property."""
     table = {
         name: Field("V", None) if value is None else Field("S", bytes(value))
-        for name, value in headers
+        for name, value in record.headers
         if name not in (EXCHANGE_HEADER, ROUTING_KEY_HEADER)
         and len(name.encode("utf-8", "surrogateescape")) <= _MAX_HEADER_NAME
     }
-    return encode_properties(headers=table) if table else EMPTY_PROPERTIES
+    if record.key is not None:
+        table[KEY_HEADER] = Field("S", bytes(record.key))
+    timestamp = record.timestamp // 1000 if record.timestamp >= 0 else None
+    if not table:
+        return encode_properties(timestamp=timestamp) if timestamp is not None else EMPTY_PROPERTIES
+    return encode_properties(headers=table, timestamp=timestamp)
+
+
+def _header_bytes(value: Any) -> bytes | None:
+    """An AMQP header value as a Kafka consumer reads it (module docstring)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=_json_value, separators=(",", ":")).encode()
+    return str(value).encode()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)

@@ -109,7 +109,8 @@ def test_kafka_produces_pika_consumes(ch: BlockingChannel, kafka: str, name: str
     got = read_stream(ch, name, COUNT, "first")
     assert [b for b, _rk, _p in got] == want
     assert got[5][1] == "k5"
-    assert got[5][2].headers == {"h": "x", "x-stream-offset": 5}
+    assert got[5][2].headers == {"h": "x", "x-record-key": "k5", "x-stream-offset": 5}
+    assert got[5][2].timestamp == (base + 5 * 1000) // 1000
     from_offset = read_stream(ch, name, COUNT - 600, 600)
     assert [b for b, _rk, _p in from_offset] == want[600:]
     at = datetime.datetime.fromtimestamp((base + 700 * 1000) / 1000, datetime.UTC)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dari.message import EMPTY_PROPERTIES, Field, Message, encode_properties, header_marker
+from dari.message import Field, Message, encode_properties, header_marker
 from dari.protocol.amqp.properties import ContentHeader
 from dari.records import build_batch, iter_records
 from dari.records.builder import NewRecord
@@ -63,16 +63,17 @@ def test_kafka_record_becomes_a_message_with_its_headers_as_amqp_headers() -> No
     assert (back.exchange, back.routing_key, back.body) == ("", "key-1", b"payload")
     assert (back.key, back.timestamp, back.offset) == (b"key-1", 5_000, 5)
     assert back.record is not None and back.record.headers == (("trace", b"x"),)
-    assert back.headers == {"trace": "x"}
-    assert back.typed_headers() == {"trace": Field("S", b"x")}
+    assert back.headers == {"trace": "x", "x-record-key": "key-1"}
+    assert back.typed_headers() == {"trace": Field("S", b"x"), "x-record-key": Field("S", b"key-1")}
     assert back.delivery_mode == 0 and back.priority is None and back.expiration is None
-    assert ContentHeader(back.amqp_header()).headers == {"trace": "x"}  # what a consumer gets
+    seen = ContentHeader(back.amqp_header())  # what a consumer gets
+    assert seen.headers == {"trace": "x", "x-record-key": "key-1"} and seen.timestamp == 5
 
 
-def test_kafka_record_without_headers_has_no_properties() -> None:
-    back = _roundtrip(NewRecord(None, b"v", ()))
-    assert back.properties == EMPTY_PROPERTIES and back.headers is None
-    assert (back.routing_key, back.key, back.timestamp) == ("", None, 999)
+def test_kafka_record_without_headers_or_key_has_only_its_timestamp() -> None:
+    back = _roundtrip(NewRecord(None, b"v", (), 7_999))
+    assert back.properties == encode_properties(timestamp=7) and back.headers is None
+    assert (back.routing_key, back.key, back.timestamp) == ("", None, 7_999)
 
 
 @pytest.mark.parametrize(
@@ -108,9 +109,10 @@ def test_any_kafka_record_survives_the_message(key, value, headers, timestamp) -
     assert (again.key, again.value, again.headers, again.timestamp) == (
         original.key, original.value, original.headers, original.timestamp,
     )
-    assert message.typed_headers() == {
-        name: Field("V", None) if data is None else Field("S", data) for name, data in headers
-    }
+    want = {name: Field("V", None) if data is None else Field("S", data) for name, data in headers}
+    if key is not None:
+        want["x-record-key"] = Field("S", key)
+    assert message.typed_headers() == want
 
 
 def test_kafka_headers_in_the_amqp_view() -> None:
@@ -129,8 +131,40 @@ def test_kafka_headers_in_the_amqp_view() -> None:
         ),
     )
     back = _roundtrip(record)
-    assert back.typed_headers() == {"a": Field("S", b"2"), "b": Field("V", None)}
+    assert back.typed_headers() == {
+        "a": Field("S", b"2"), "b": Field("V", None), "x-record-key": Field("S", b"k"),
+    }
     assert (back.exchange, back.routing_key) == ("ex", "rk")
+
+
+# -- AMQP message -> stream record (what Kafka consumers read) -------------------------------
+
+
+def test_stream_record_shows_amqp_headers_and_timestamp_to_kafka() -> None:
+    headers = {"s": "text", "n": 42, "t": True, "b": b"\x00\xff", "f": {"a": [1, "x"]}, "v": None}
+    props = encode_properties(headers=headers, timestamp=1_700_000_000, delivery_mode=2)
+    message = Message.from_amqp("ex", "rk", props, b"body")
+    record = message.to_stream_record(5, key=b"rk")
+    assert (record.key, record.value, record.timestamp) == (b"rk", b"body", 1_700_000_000_000)
+    assert record.headers[:3] == message.to_record().headers[:3]
+    assert dict(record.headers[3:]) == {
+        "s": b"text", "n": b"42", "t": b"true", "b": b"\x00\xff", "f": b'{"a":[1,"x"]}', "v": None,
+    }
+    back = _roundtrip(record, offset=3)
+    assert back == message.with_offset(3)  # typed AMQP values survive exactly
+    assert back.typed_headers() == message.typed_headers()
+
+
+def test_stream_record_of_a_plain_message_is_its_record() -> None:
+    message = Message.from_amqp("ex", "rk", encode_properties(delivery_mode=2), b"b")
+    assert message.to_stream_record(9) == message.to_record(9)
+
+
+def test_stream_record_leaves_x_amqp_headers_inside_the_properties() -> None:
+    props = encode_properties(headers={"x-amqp-exchange": "spoof", "ok": "1"})
+    record = Message.from_amqp("ex", "rk", props, b"").to_stream_record(1)
+    assert [name for name, _ in record.headers].count("x-amqp-exchange") == 1
+    assert record.headers[-1] == ("ok", b"1")
 
 
 def test_an_explicit_timestamp_overrides_the_records_own() -> None:
@@ -177,7 +211,7 @@ def test_a_rewritten_kafka_message_becomes_an_amqp_message() -> None:
     message = _roundtrip(NewRecord(b"k", b"v", (("h", b"1"),), 5))
     new = message.replace_properties(priority=4)
     assert new.record is None and new.key is None and new.timestamp is None
-    assert new.headers == {"h": "1"} and new.priority == 4
+    assert new.headers == {"h": "1", "x-record-key": "k"} and new.priority == 4
     assert _roundtrip(new.to_record()) == new.with_offset(0)
 
 

@@ -115,6 +115,8 @@ class AMQPBroker:
         self.data_dir = data_dir
         # The Kafka side's topics: a stream queue is one of them (None: no stream queues).
         self.topics = topics
+        if topics is not None:
+            topics.on_delete(self._topic_deleted)
         self.flusher = flusher
         self.queue_log_config = queue_log_config
         # ready message bytes a queue keeps in memory before paging to a log
@@ -346,6 +348,20 @@ class AMQPBroker:
             vhost.remove_queue(queue.name)
         if queue.durable:
             self.save(vhost_name)
+
+    def _topic_deleted(self, name: str) -> None:
+        """A topic was deleted (DeleteTopics from a Kafka client): the stream queue that is
+        that topic goes too, its consumers cancelled, as if deleted by queue.delete."""
+        for vhost_name, vhost in self.vhosts.items():
+            for queue in vhost.queues():
+                if (
+                    isinstance(queue, StreamQueue)
+                    and not queue.deleted
+                    and topic_name(vhost_name, queue.name) == name
+                ):
+                    queue.delete()
+                    self.forget_queue(vhost_name, queue)
+                    log.info("deleted stream %s with its topic", queue.where)
 
     def delete_exclusive(self, vhost_name: str, owner: object) -> list[str]:
         """A connection closed: delete the exclusive queues it owned in ``vhost_name`` (the

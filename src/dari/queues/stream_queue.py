@@ -3,9 +3,12 @@
 A queue declared with ``x-queue-type=stream`` is the topic named by ``topic_name`` (the queue
 name in vhost ``/``; ``<vhost>.<queue>`` elsewhere, a ``/`` in the vhost name written ``_``),
 made or opened through the Kafka side's ``TopicManager``. A publish appends one record per
-message to its partition (``Message.to_record``: the AMQP layout with ``x-amqp-*`` headers), so
-Kafka clients fetch what AMQP clients publish, and AMQP consumers read what Kafka producers
-produce (``Message.from_record``).
+message to its partition (``Message.to_stream_record``: the AMQP layout with ``x-amqp-*``
+headers, the AMQP headers as plain record headers, the timestamp property as the record
+timestamp), so Kafka clients fetch what AMQP clients publish, and AMQP consumers read what Kafka
+producers produce (``Message.from_record``). A binding with ``x-record-key: routing-key`` makes
+the routing key of the messages it routes the record key, so keyed partitioning and compaction
+work on AMQP traffic.
 
 Stream semantics as RabbitMQ has them: consumers never remove anything; each reads from its own
 offset (``x-stream-offset``: ``first``, ``last``, ``next`` — the default —, an offset, or a
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from dari.message import Field, Message
+from dari.message import STREAM_VISIBLE_FLAGS, Field, Message
 from dari.queues.errors import FeatureNotImplemented, PreconditionFailed, resource
 from dari.queues.queue import Consumer, Delivery, PublishResult, QueueArguments
 from dari.queues.queue_store import encode_message_batch
@@ -39,6 +42,8 @@ from dari.storage import FlushScheduler, LogClosedError, OffsetOutOfRangeError, 
 
 STREAM = "stream"
 OFFSET_HEADER = "x-stream-offset"
+RECORD_KEY_ARGUMENT = "x-record-key"  # binding argument: what becomes the record key
+_RECORD_KEY_SOURCES = ("routing-key",)
 _READ_BYTES = 1 << 20  # how much of the log one read of a consumer takes at most
 _WAIT_SECONDS = 30.0  # a caught-up consumer's wait for an append, before it looks again
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
@@ -87,11 +92,15 @@ class StreamPartition(Protocol):
 class StreamTopics(Protocol):
     """The topics stream queues live on, as the server wires them from ``TopicManager``:
     ``open`` makes the one-partition topic ``name`` with ``configs`` unless it exists (and
-    raises PreconditionFailed when the catalogue refuses it), ``delete`` removes it if any."""
+    raises PreconditionFailed when the catalogue refuses it), ``delete`` removes it if any,
+    ``on_delete`` reports deletions made by either protocol (a stream goes with its topic)."""
 
     def open(self, name: str, configs: Mapping[str, str]) -> StreamPartition: ...
 
     def delete(self, name: str) -> None: ...
+
+    def on_delete(self, listener: Callable[[str], None]) -> None:
+        """Have ``listener(topic name)`` called after any deletion of a topic."""
 
 
 def check_topic_name(name: str, where: str) -> None:
@@ -219,6 +228,7 @@ class StreamQueue:
         self._dispatching = False
         self._watcher: asyncio.Task[None] | None = None
         self._offset_headers = OffsetHeaders()
+        self._keyed_sources: dict[str, int] = {}  # exchange -> bindings keying by routing key
         self.deleted = False
         self.last_used_ms = int(clock() * 1000)
 
@@ -260,6 +270,24 @@ class StreamQueue:
     def check_exclusive(self, owner: object) -> None:
         """Streams are never exclusive."""
 
+    def binding_changed(self, source: str, arguments: Mapping[str, Any], added: bool) -> None:
+        """Count the bindings from ``source`` that make the routing key the record key
+        (``x-record-key: routing-key``); called by the vhost before it adds a binding (a bad
+        value refuses it with 406) and after it removes one."""
+        value = arguments.get(RECORD_KEY_ARGUMENT)
+        if value is None:
+            return
+        if value not in _RECORD_KEY_SOURCES:
+            raise PreconditionFailed(
+                f"invalid arg '{RECORD_KEY_ARGUMENT}' for binding to {self.where}: "
+                f"{value!r} (expected 'routing-key')"
+            )
+        count = self._keyed_sources.get(source, 0) + (1 if added else -1)
+        if count > 0:
+            self._keyed_sources[source] = count
+        else:
+            self._keyed_sources.pop(source, None)
+
     # ---- publish ------------------------------------------------------------------------------
 
     def publish(self, message: Message, dispatch: bool = True) -> PublishResult:
@@ -268,12 +296,19 @@ class StreamQueue:
         if self.deleted:
             return _REFUSED
         now = int(self._clock() * 1000)
-        # An AMQP message (record None) takes the durable queues' direct encoder, the same
-        # bytes build_batch makes; a message read from a Kafka record keeps that record.
-        if message.record is None:
+        # A plain AMQP message takes the durable queues' direct encoder (the same bytes
+        # build_batch makes); one with headers, a timestamp or a record key shows them to
+        # Kafka consumers (Message.to_stream_record), and a Kafka record keeps itself.
+        keyed = message.exchange in self._keyed_sources
+        if (
+            message.record is None
+            and not keyed
+            and not int.from_bytes(message.properties[:2], "big") & STREAM_VISIBLE_FLAGS
+        ):
             batch = encode_message_batch([(message, now)])
         else:
-            batch = build_batch((message.to_record(now),), now_ms=now)
+            key = message.routing_key.encode("utf-8", "surrogateescape") if keyed else None
+            batch = build_batch((message.to_stream_record(now, key),), now_ms=now)
         try:
             result = self.partition.append(batch)
         except LogClosedError:  # the topic was deleted under the queue (by a Kafka client)

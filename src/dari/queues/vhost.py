@@ -17,7 +17,7 @@ are plain and synchronous: they change in-memory state and return what changed (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -351,6 +351,9 @@ class VirtualHost:
         by_source = self._by_source[binding.source]
         if binding in by_source:
             return False
+        watch = self._binding_watcher(binding)
+        if watch is not None:  # may refuse the binding (406)
+            watch(binding.source, binding.arguments, True)
         by_source[binding] = None
         self._by_destination.setdefault(binding.destination, {})[binding] = None
         source.router.add_binding(binding)
@@ -362,6 +365,13 @@ class VirtualHost:
         out = Deletions()
         self._remove_bindings([binding], out)
         return out
+
+    def _binding_watcher(self, binding: Binding) -> Callable[[str, Any, bool], None] | None:
+        """The destination queue's ``binding_changed`` hook, for queues whose stored form
+        depends on how messages reach them (stream queues: ``x-record-key``)."""
+        if binding.destination.kind is not _QUEUE or not binding.arguments:
+            return None
+        return getattr(self._queues.get(binding.destination.name), "binding_changed", None)
 
     def has_binding(self, binding: Binding) -> bool:
         if binding.source == DEFAULT_EXCHANGE:
@@ -415,6 +425,9 @@ class VirtualHost:
             x = self._exchanges.get(b.source)
             if x is not None:
                 x.router.remove_binding(b)
+            watch = self._binding_watcher(b)
+            if watch is not None:
+                watch(b.source, b.arguments, False)
             out.bindings.append(b)
             sources[b.source] = None
         for name in sources:

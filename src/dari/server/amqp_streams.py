@@ -7,7 +7,7 @@ the one place that turns the topic catalogue's refusals into an AMQP 406.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from dari.queues.errors import PreconditionFailed
 from dari.streams.errors import StreamsError
@@ -45,3 +45,7 @@ class TopicStreams:
     def delete(self, name: str) -> None:
         if self.topics.get(name) is not None:
             self.topics.delete(name)
+
+    def on_delete(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` whenever a topic is deleted, by a Kafka client too."""
+        self.topics.deletion_listeners.append(listener)

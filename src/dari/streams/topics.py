@@ -14,7 +14,7 @@ import logging
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +100,9 @@ class TopicManager:
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
         self._meta_dir = store.data_dir / ".meta" / "topics"
+        # called with a topic's name once it is deleted, by whichever protocol: what is built
+        # on a topic (an AMQP stream queue) goes with it
+        self.deletion_listeners: list[Callable[[str], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
     def load(self) -> None:
@@ -222,6 +225,8 @@ class TopicManager:
         for partition in topic._rules:
             partition.delete(self.store)
         log.info("deleted topic %s", name)
+        for listener in self.deletion_listeners:
+            listener(name)
         return topic
 
     # -- internals -------------------------------------------------------------------------

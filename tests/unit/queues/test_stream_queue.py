@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dari.message import Field, Message, encode_properties
+from dari.protocol.amqp.properties import decode_properties
 from dari.queues.broker import AMQPBroker, User
 from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.errors import FeatureNotImplemented, PreconditionFailed
@@ -280,7 +281,8 @@ def test_kafka_records_are_consumed_as_plain_messages(env: Env) -> None:
     queue.add_consumer(c, queue.start_offset("first"))
     (delivery,) = got
     assert delivery.message.body == b"hello"
-    assert delivery.message.headers == {"h": "v", "x-stream-offset": 0}
+    assert delivery.message.headers == {"h": "v", "x-record-key": "k", "x-stream-offset": 0}
+    assert decode_properties(delivery.message.properties).timestamp == delivery.enqueued_ms // 1000
 
 
 def test_stream_survives_a_restart(env: Env) -> None:
@@ -388,3 +390,69 @@ def test_a_caught_up_consumer_wakes_on_a_kafka_append(env: Env) -> None:
 
     asyncio.run(run())
     assert bodies(got) == [b"from kafka"]
+
+
+# -- what Kafka consumers read of AMQP messages ---------------------------------------------
+
+
+def _stored_records(env: Env, name: str = "s") -> list[Any]:
+    log = env.topics.partition(name, 0).log
+    return [r for _header, batch in log.iter_batches(0) for r in iter_records(batch)]
+
+
+def test_a_binding_can_make_the_routing_key_the_record_key(env: Env) -> None:
+    queue = env.declare()
+    vhost = env.broker.vhost("/")
+    vhost.declare_exchange("keyed", "topic", durable=True)
+    vhost.declare_exchange("plain", "topic", durable=True)
+    vhost.bind_queue("s", "keyed", "#", {"x-record-key": "routing-key"})
+    vhost.bind_queue("s", "plain", "#")
+    for exchange in ("keyed", "plain"):
+        queue.publish(Message.from_amqp(exchange, "order.7", encode_properties(), b"x"))
+    vhost.unbind_queue("s", "keyed", "#", {"x-record-key": "routing-key"})
+    queue.publish(Message.from_amqp("keyed", "order.8", encode_properties(), b"x"))
+    assert [r.key for r in _stored_records(env)] == [b"order.7", None, None]
+
+
+def test_a_bad_record_key_binding_argument_is_refused(env: Env) -> None:
+    env.declare()
+    vhost = env.broker.vhost("/")
+    vhost.declare_exchange("keyed", "topic", durable=True)
+    with pytest.raises(PreconditionFailed) as refused:
+        vhost.bind_queue("s", "keyed", "#", {"x-record-key": "body"})
+    assert refused.value.reply_code == 406
+    assert "x-record-key" in refused.value.reply_text
+    assert not vhost.bindings_for_source("keyed")
+
+
+def test_amqp_headers_and_timestamp_are_plain_record_fields(env: Env) -> None:
+    queue = env.declare()
+    props = encode_properties(headers={"trace": "t-1", "n": 5}, timestamp=1_750_000_000)
+    queue.publish(Message.from_amqp("", "s", props, b"x"))
+    (record,) = _stored_records(env)
+    assert record.timestamp == 1_750_000_000_000
+    assert dict(record.headers)["trace"] == b"t-1" and dict(record.headers)["n"] == b"5"
+    c, got = consumer()
+    queue.add_consumer(c, queue.start_offset("first"))
+    assert got[0].message.headers == {"trace": "t-1", "n": 5, "x-stream-offset": 0}
+
+
+def test_deleting_the_topic_deletes_the_stream_queue(env: Env) -> None:
+    queue = env.declare()
+    publish(queue, 3)
+    cancelled: list[bool] = []
+    c = PrefetchConsumer("c", None, prefetch=10, on_cancel=lambda: cancelled.append(True))
+    queue.add_consumer(c, queue.start_offset("first"))
+    env.topics.delete("s")  # what a Kafka DeleteTopics does
+    assert queue.deleted and cancelled == [True]
+    assert env.broker.vhost("/").get_queue("s") is None
+    env.restart()
+    assert env.broker.vhost("/").get_queue("s") is None
+    again = env.declare()  # the name is free: a new, empty stream
+    assert again.message_count == 0
+
+
+def test_deleting_the_queue_deletes_its_topic_once(env: Env) -> None:
+    queue = env.declare()
+    env.broker.delete_queue("/", queue)
+    assert env.topics.get("s") is None and env.broker.vhost("/").get_queue("s") is None
