@@ -27,7 +27,7 @@ import datetime
 import re
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from dari.message import STREAM_VISIBLE_FLAGS, Field, Message
@@ -36,7 +36,7 @@ from dari.queues.queue import Consumer, Delivery, PublishResult, QueueArguments
 from dari.queues.queue_store import encode_message_batch
 from dari.queues.values import type_name
 from dari.records import iter_batches
-from dari.records.builder import build_batch
+from dari.records.builder import NewRecord, build_batch
 from dari.records.records import iter_records
 from dari.storage import FlushScheduler, LogClosedError, OffsetOutOfRangeError, PartitionLog
 
@@ -59,7 +59,9 @@ _UNSUPPORTED = (
     "x-queue-mode",
 )
 _REFUSED = PublishResult(False)
-_ACCEPTED = PublishResult(True)
+_MAX_BATCH_BYTES = 1 << 20  # a turn's publishes are appended in batches of at most this
+_BATCH_OVERHEAD = 61  # a v2 batch header
+_RECORD_OVERHEAD = 64  # a record's framing and its three x-amqp-* header names, about
 
 
 class AppendOutcome(Protocol):
@@ -77,6 +79,7 @@ class StreamPartition(Protocol):
 
     log: PartitionLog
     waiters: Waiters
+    before_append: Callable[[], None] | None  # run before any append to the partition
 
     @property
     def high_watermark(self) -> int: ...
@@ -229,6 +232,11 @@ class StreamQueue:
         self._watcher: asyncio.Task[None] | None = None
         self._offset_headers = OffsetHeaders()
         self._keyed_sources: dict[str, int] = {}  # exchange -> bindings keying by routing key
+        # this turn's publishes: (record or plain message, timestamp ms), appended together
+        self._pending: list[tuple[NewRecord | Message, int]] = []
+        self._pending_bytes = 0
+        self._failed_from = -1  # the first offset a failed append had promised (-1: none)
+        partition.before_append = self._append_pending
         self.deleted = False
         self.last_used_ms = int(clock() * 1000)
 
@@ -241,7 +249,8 @@ class StreamQueue:
     @property
     def message_count(self) -> int:
         """Messages in the stream (RabbitMQ counts the whole log for a stream)."""
-        return self.partition.high_watermark - self.partition.log_start_offset
+        partition = self.partition
+        return partition.high_watermark + len(self._pending) - partition.log_start_offset
 
     @property
     def consumer_count(self) -> int:
@@ -291,7 +300,7 @@ class StreamQueue:
     # ---- publish ------------------------------------------------------------------------------
 
     def publish(self, message: Message, dispatch: bool = True) -> PublishResult:
-        """Append ``message`` as one record; unless the topic's flush policy is "os", the
+        """Buffer ``message`` for this turn's append (at once without an event loop); the
         confirm waits for ``wait_durable(offset)``."""
         if self.deleted:
             return _REFUSED
@@ -300,34 +309,77 @@ class StreamQueue:
         # build_batch makes); one with headers, a timestamp or a record key shows them to
         # Kafka consumers (Message.to_stream_record), and a Kafka record keeps itself.
         keyed = message.exchange in self._keyed_sources
+        item: NewRecord | Message = message
         if (
-            message.record is None
-            and not keyed
-            and not int.from_bytes(message.properties[:2], "big") & STREAM_VISIBLE_FLAGS
+            message.record is not None
+            or keyed
+            or int.from_bytes(message.properties[:2], "big") & STREAM_VISIBLE_FLAGS
         ):
-            batch = encode_message_batch([(message, now)])
-        else:
             key = message.routing_key.encode("utf-8", "surrogateescape") if keyed else None
-            batch = build_batch((message.to_stream_record(now, key),), now_ms=now)
+            item = message.to_stream_record(now, key)
+        size = len(message.body) + len(message.properties) + _RECORD_OVERHEAD
+        if size > self._max_batch_bytes():
+            return _REFUSED  # the topic's max.message.bytes: it can never be stored
+        partition = self.partition
+        pending = self._pending
+        offset = partition.high_watermark + len(pending)
+        pending.append((item, now))
+        self._pending_bytes += size
+        scheduled = len(pending) > 1 or self._schedule()
+        if not scheduled or self._pending_bytes >= _MAX_BATCH_BYTES:
+            self._append_pending()
+        return PublishResult(True, offset)
+
+    def _schedule(self) -> bool:
+        """Append this turn's publishes at the end of the turn; False without an event loop."""
         try:
-            result = self.partition.append(batch)
-        except LogClosedError:  # the topic was deleted under the queue (by a Kafka client)
-            return _REFUSED
-        if result.error is not None:
-            return _REFUSED
-        if dispatch and self._readers:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        loop.call_soon(self._append_pending)
+        return True
+
+    def _max_batch_bytes(self) -> int:
+        return min(_MAX_BATCH_BYTES, self.partition.log.config.max_message_bytes - _BATCH_OVERHEAD)
+
+    def _append_pending(self) -> None:
+        """Append the buffered publishes, as few batches as the size limit allows (also run by
+        the partition before any other append, so the offsets promised stay exact)."""
+        pending, self._pending = self._pending, []
+        self._pending_bytes = 0
+        if not pending or self.deleted:
+            return
+        partition = self.partition
+        first = partition.high_watermark
+        limit = self._max_batch_bytes()
+        for batch in _stream_batches(pending, limit):
+            try:
+                result = partition.append(batch)
+            except LogClosedError:  # the topic was deleted under the queue (by a Kafka client)
+                result = None
+            if result is None or result.error is not None:
+                if self._failed_from < 0:
+                    self._failed_from = first
+                return
+        if self._readers:
             self.dispatch()
-        if self.partition.log.config.flush == "os":  # durable once written: confirm now
-            return _ACCEPTED
-        return PublishResult(True, result.base_offset)
 
     async def wait_durable(self, offset: int) -> None:
-        """Wait until the record at ``offset`` is durable per the topic's flush policy."""
-        if self._flusher is not None and offset >= 0:
+        """Wait until the record at ``offset`` is durable per the topic's flush policy;
+        raises if its append failed (the channel then nacks)."""
+        if offset < 0:
+            return
+        if self._pending and offset >= self.partition.high_watermark:
+            self._append_pending()
+        if 0 <= self._failed_from <= offset:
+            raise LogClosedError(f"the append to {self.where} failed")
+        if self._flusher is not None and self.partition.log.config.flush != "os":
             await self._flusher.durable(self.partition.log, offset + 1)
 
     def flush(self) -> None:
-        """Appends go to the log at once; nothing is buffered here."""
+        """Append this turn's buffered publishes now."""
+        if self._pending:
+            self._append_pending()
 
     # ---- consumers ----------------------------------------------------------------------------
 
@@ -532,6 +584,8 @@ class StreamQueue:
             return 0
         count = self.message_count
         self.deleted = True
+        self._pending = []
+        self.partition.before_append = None
         readers, self._readers = self._readers, []
         if self._watcher is not None:
             self._watcher.cancel()
@@ -540,12 +594,44 @@ class StreamQueue:
         return count
 
     def close(self) -> None:
-        """Broker shutdown: the topic manager closes the log."""
+        """Broker shutdown: append what this turn buffered; the topic manager closes the log."""
+        self.flush()
+        self.partition.before_append = None
         if self._watcher is not None:
             self._watcher.cancel()
 
     def __repr__(self) -> str:
         return f"StreamQueue({self.name!r}, end={self.partition.high_watermark})"
+
+
+def _stream_batches(
+    pending: list[tuple[NewRecord | Message, int]], limit: int
+) -> Iterator[bytes]:
+    """The batches holding ``pending`` in order: runs of plain AMQP messages through the
+    direct encoder, records through ``build_batch``, each batch at most about ``limit``."""
+    run: list[Any] = []
+    plain = True
+    size = 0
+    for item, timestamp in pending:
+        is_plain = isinstance(item, Message)
+        grows = (
+            len(item.body) + len(item.properties) if is_plain
+            else len(item.value or b"") + sum(len(v or b"") + len(k) for k, v in item.headers)
+        ) + _RECORD_OVERHEAD
+        if run and (is_plain is not plain or size + grows > limit):
+            yield _encode_run(run, plain)
+            run, size = [], 0
+        plain = is_plain
+        run.append((item, timestamp))
+        size += grows
+    if run:
+        yield _encode_run(run, plain)
+
+
+def _encode_run(run: list[Any], plain: bool) -> bytes:
+    if plain:
+        return encode_message_batch(run)
+    return build_batch([record for record, _ts in run], now_ms=run[0][1])
 
 
 class OffsetHeaders:

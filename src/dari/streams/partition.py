@@ -11,7 +11,7 @@ protocol handler never touches the log directly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from dari.records import iter_records
@@ -60,7 +60,7 @@ class Partition:
     Kafka's produce path (the offsets log) keep working.
     """
 
-    __slots__ = ("_producer_states", "index", "log", "topic", "waiters")
+    __slots__ = ("_producer_states", "before_append", "index", "log", "topic", "waiters")
 
     def __init__(
         self,
@@ -75,6 +75,9 @@ class Partition:
         self.log = plog
         self.waiters = waiters
         self._producer_states = producer_states
+        # Appends buffered elsewhere for this partition (an AMQP stream queue's turn) are
+        # written by this hook before any other append, so the offsets they were promised hold.
+        self.before_append: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"Partition({self.topic}-{self.index})"
@@ -100,6 +103,8 @@ class Partition:
     # -- produce ---------------------------------------------------------------------------
     def append(self, records: memoryview | bytes | None) -> AppendResult:
         """Validate and append the record batches of one produce request to this partition."""
+        if self.before_append is not None:
+            self.before_append()
         plog = self.log
         if records is None or len(records) == 0:
             return AppendResult(AppendError.INVALID_RECORD, -1, -1, plog.log_start_offset)

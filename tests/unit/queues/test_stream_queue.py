@@ -456,3 +456,64 @@ def test_deleting_the_queue_deletes_its_topic_once(env: Env) -> None:
     queue = env.declare()
     env.broker.delete_queue("/", queue)
     assert env.topics.get("s") is None and env.broker.vhost("/").get_queue("s") is None
+
+
+# -- a turn's publishes are appended together ------------------------------------------------
+
+
+def test_a_turns_publishes_are_one_append_with_the_offsets_promised(env: Env) -> None:
+    async def turn() -> None:
+        queue = env.declare()
+        props = encode_properties(delivery_mode=2)
+        results = [queue.publish(Message.from_amqp("", "s", props, b"a")) for _ in range(3)]
+        assert [r.offset for r in results] == [0, 1, 2]
+        assert queue.partition.high_watermark == 0 and queue.message_count == 3
+        # a Kafka append in the same turn goes after what the queue promised
+        kafka = env.topics.partition("s", 0).append(build_batch([(None, b"k", [])]))
+        assert kafka.base_offset == 3
+        late = queue.publish(Message.from_amqp("", "s", props, b"b"))
+        assert late.offset == 4
+        await asyncio.sleep(0)  # the end of the turn
+        assert queue.partition.high_watermark == 5
+        await queue.wait_durable(late.offset)
+        batches = list(queue.partition.log.iter_batches(0))
+        assert [(h.base_offset, h.record_count) for h, _b in batches] == [(0, 3), (3, 1), (4, 1)]
+
+    asyncio.run(turn())
+
+
+def test_buffered_publishes_reach_consumers_and_survive_shutdown(env: Env) -> None:
+    async def turn() -> list[Delivery]:
+        queue = env.declare()
+        c, got = consumer()
+        queue.add_consumer(c, queue.start_offset("next"))
+        publish(queue, 5)
+        assert got == []
+        await asyncio.sleep(0)
+        assert bodies(got) == [f"m{i}".encode() for i in range(5)]
+        publish(queue, 2, start=5)  # left buffered: the broker closes before the turn ends
+        env.close()
+        return got
+
+    asyncio.run(turn())
+    env.open()
+    queue = env.broker.get_queue("/", "s")
+    assert queue.message_count == 7
+
+
+def test_a_failed_append_fails_the_confirm(env: Env) -> None:
+    async def turn() -> None:
+        queue = env.declare()
+        result = queue.publish(Message.from_amqp("", "s", encode_properties(), b"x"))
+        queue.partition.log.close()  # as when the topic is deleted under the queue
+        with pytest.raises(Exception, match="failed"):
+            await queue.wait_durable(result.offset)
+
+    asyncio.run(turn())
+
+
+def test_a_message_over_the_topics_max_message_bytes_is_refused(env: Env) -> None:
+    queue = env.declare()
+    limit = queue.partition.log.config.max_message_bytes
+    assert not queue.publish(Message("", "s", b"x" * limit)).accepted
+    assert queue.publish(Message("", "s", b"x" * (limit // 2))).accepted
