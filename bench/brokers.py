@@ -173,13 +173,18 @@ def precompile_dari() -> None:
 
 
 def spawn_dari(workdir: Path, name: str, listeners: list[str], ready: re.Pattern[bytes],
-               timeout: float = 60.0) -> tuple[Broker, float]:
+               timeout: float = 60.0, src: Path | None = None) -> tuple[Broker, float]:
     """Start dari from this interpreter and wait for its `dari ready` line; `ready` picks
-    the listener the bench talks to as (host, port). Returns the broker and the deadline."""
-    precompile_dari()
+    the listener the bench talks to as (host, port). Returns the broker and the deadline.
+    `src` runs the dari sources of another tree (e.g. a worktree of a base commit) instead."""
+    env = procs.child_env(PYTHONUNBUFFERED="1")
+    if src is None:
+        precompile_dari()
+    else:
+        env["PYTHONPATH"] = str(src)
     argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(workdir / "data"),
             *listeners]
-    broker = _spawn(name, argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
+    broker = _spawn(name, argv, workdir, env)
     deadline = broker.spawned_at + timeout
     while True:
         match = ready.search(broker.log_path.read_bytes())
