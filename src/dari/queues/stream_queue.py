@@ -40,6 +40,7 @@ from dari.queues.queue import Consumer, Delivery, PublishResult, QueueArguments
 from dari.queues.queue_store import encode_message_batch
 from dari.queues.values import type_name
 from dari.records import (
+    CONTROL_MASK,
     BatchHeader,
     HeaderLayout,
     LayoutMismatchError,
@@ -53,7 +54,7 @@ from dari.storage import FlushScheduler, LogClosedError, OffsetOutOfRangeError, 
 
 STREAM = "stream"
 OFFSET_HEADER = "x-stream-offset"
-_READ_BYTES = 1 << 20  # how much of the log one read of a consumer takes at most
+_READ_BYTES = 1 << 18  # a consumer's read-ahead: the log bytes one read decodes at most
 _WAIT_SECONDS = 30.0  # a caught-up consumer's wait for an append, before it looks again
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _MAX_AGE = re.compile(r"^([0-9]+)([YMDhms])$")
@@ -70,6 +71,7 @@ _UNSUPPORTED = (
 _LONG = struct.Struct(">q")
 # The record headers of an AMQP message (``Message.to_record``), matched as raw bytes.
 _AMQP_LAYOUT = HeaderLayout((EXCHANGE_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER))
+_CHUNKS = 4  # recent reads kept for other consumers at the same offset
 _SHAPES_LIMIT = 1024  # distinct header lists of Kafka records remembered (cleared beyond)
 # An offset-header template: head, tail, delivery mode, priority, expiration.
 _Template = tuple[bytes, bytes, int, int | None, str | None]
@@ -253,6 +255,9 @@ class StreamQueue:
         self._watcher: asyncio.Task[None] | None = None
         self._offset_headers = OffsetHeaders()
         self._kafka_shapes: dict[tuple[tuple[bytes, bytes | None], ...], _KafkaShape] = {}
+        # The last reads (start offset -> end offset, deliveries), which consumers at the
+        # same offset share: readers that start together stay on the same boundaries.
+        self._chunks: dict[int, tuple[int, list[Delivery]]] = {}
         self.deleted = False
         self.last_used_ms = int(clock() * 1000)
 
@@ -487,6 +492,13 @@ class StreamQueue:
         their property bytes (``OffsetHeaders``): a delivery costs one ``Message`` and one
         ``Delivery``. Other records (a Kafka producer's) go through ``_kafka_rows``."""
         partition = self.partition
+        shared = self._chunks.get(reader.offset)
+        if (
+            shared is not None
+            and not partition.log.closed
+            and reader.offset >= partition.log_start_offset
+        ):
+            return self._reuse(reader, *shared)
         try:
             data = partition.log.read(reader.offset, _READ_BYTES)
         except OffsetOutOfRangeError:  # retention moved the start past the reader
@@ -498,17 +510,21 @@ class StreamQueue:
         tag = reader.consumer.tag
         entry_for = self._offset_headers.entry
         pack = _LONG.pack
+        decode, section_of, layout = decode_records, records_section, _AMQP_LAYOUT
+        new_message, new_delivery = Message, Delivery  # locals: the loop runs per record
         out: list[Delivery] = []
         append = out.append
         offset = reader.offset
         for header, batch in iter_batches(data):
-            next_offset = header.next_offset
-            if next_offset <= offset or header.is_control:
+            # BatchHeader fields by index (base_offset, attributes, last_offset_delta): the
+            # properties cost a call each, per batch (a batch per message, as AMQP appends).
+            next_offset = header[0] + header[6] + 1
+            if next_offset <= offset or header[5] & CONTROL_MASK:
                 offset = max(offset, next_offset)
                 continue
-            section = records_section(batch, header)
+            section = section_of(batch, header)
             try:
-                rows = decode_records(section, header, layout=_AMQP_LAYOUT)
+                rows = decode(section, header, layout=layout)
             except LayoutMismatchError:
                 self._kafka_rows(section, header, offset, tag, out)
                 offset = next_offset
@@ -525,18 +541,35 @@ class StreamQueue:
                     )
                 else:
                     head, tail, delivery_mode, priority, expiration = entry
-                    message = Message(
+                    message = new_message(
                         exchange.decode("utf-8", "surrogateescape"),
                         routing_key.decode("utf-8", "surrogateescape"),
                         b"" if body is None else body, head + pack(position) + tail,
                         delivery_mode, priority, expiration, position,
                     )
-                append(Delivery(message, self, position, False, tag, timestamp, None))
+                append(new_delivery(message, self, position, False, tag, timestamp, None))
             offset = next_offset
+        if out:
+            chunks = self._chunks
+            if len(chunks) >= _CHUNKS:
+                del chunks[next(iter(chunks))]  # the oldest
+            chunks[reader.offset] = (offset, out)
         reader.offset = offset
         reader.ahead = out
         reader.at = 0
         return bool(out)
+
+    def _reuse(self, reader: _Reader, end: int, read: list[Delivery]) -> bool:
+        """Read ahead from a chunk another consumer read at the same offset: its messages
+        are shared (immutable), only the deliveries are this consumer's."""
+        tag = reader.consumer.tag
+        new_delivery = Delivery
+        reader.ahead = [
+            new_delivery(d[0], self, d[2], False, tag, d[5], None) for d in read
+        ]
+        reader.at = 0
+        reader.offset = end
+        return True
 
     def _kafka_rows(
         self, section: bytes, header: BatchHeader, offset: int, tag: str, out: list[Delivery]
@@ -616,6 +649,8 @@ class StreamQueue:
         return True
 
     def ack_many(self, deliveries: Iterable[Delivery]) -> int:
+        if isinstance(deliveries, list):  # what the channel passes: nothing to walk
+            return len(deliveries)
         return sum(1 for _ in deliveries)
 
     def reject(self, delivery: Delivery, requeue: bool) -> bool:
