@@ -71,7 +71,7 @@ _UNSUPPORTED = (
 _LONG = struct.Struct(">q")
 # The record headers of an AMQP message (``Message.to_record``), matched as raw bytes.
 _AMQP_LAYOUT = HeaderLayout((EXCHANGE_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER))
-_CHUNKS = 4  # recent reads kept for other consumers at the same offset
+_SHARED_BYTES = 8 << 20  # log bytes of recent reads kept for other consumers (if any)
 _SHAPES_LIMIT = 1024  # distinct header lists of Kafka records remembered (cleared beyond)
 # An offset-header template: head, tail, delivery mode, priority, expiration.
 _Template = tuple[bytes, bytes, int, int | None, str | None]
@@ -255,9 +255,10 @@ class StreamQueue:
         self._watcher: asyncio.Task[None] | None = None
         self._offset_headers = OffsetHeaders()
         self._kafka_shapes: dict[tuple[tuple[bytes, bytes | None], ...], _KafkaShape] = {}
-        # The last reads (start offset -> end offset, deliveries), which consumers at the
-        # same offset share: readers that start together stay on the same boundaries.
-        self._chunks: dict[int, tuple[int, list[Delivery]]] = {}
+        # Recent reads (start offset -> end offset, deliveries, log bytes), which consumers at
+        # the same offset share: readers that start together stay on the same boundaries.
+        self._chunks: dict[int, tuple[int, list[Delivery], int]] = {}
+        self._shared_bytes = 0
         self.deleted = False
         self.last_used_ms = int(clock() * 1000)
 
@@ -549,17 +550,26 @@ class StreamQueue:
                     )
                 append(new_delivery(message, self, position, False, tag, timestamp, None))
             offset = next_offset
-        if out:
-            chunks = self._chunks
-            if len(chunks) >= _CHUNKS:
-                del chunks[next(iter(chunks))]  # the oldest
-            chunks[reader.offset] = (offset, out)
+        if out and len(self._readers) > 1:
+            self._share(reader.offset, offset, out, len(data))
         reader.offset = offset
         reader.ahead = out
         reader.at = 0
         return bool(out)
 
-    def _reuse(self, reader: _Reader, end: int, read: list[Delivery]) -> bool:
+    def _share(self, start: int, end: int, read: list[Delivery], size: int) -> None:
+        """Keep a read for the other consumers, within ``_SHARED_BYTES`` of log (oldest
+        reads go first, and reads every consumer is past)."""
+        chunks = self._chunks
+        low = min(r.offset for r in self._readers)
+        for key in [k for k, chunk in chunks.items() if chunk[0] <= low]:
+            self._shared_bytes -= chunks.pop(key)[2]
+        while chunks and self._shared_bytes + size > _SHARED_BYTES:
+            self._shared_bytes -= chunks.pop(next(iter(chunks)))[2]
+        chunks[start] = (end, read, size)
+        self._shared_bytes += size
+
+    def _reuse(self, reader: _Reader, end: int, read: list[Delivery], _size: int) -> bool:
         """Read ahead from a chunk another consumer read at the same offset: its messages
         are shared (immutable), only the deliveries are this consumer's."""
         tag = reader.consumer.tag

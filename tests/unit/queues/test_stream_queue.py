@@ -374,15 +374,15 @@ def test_a_reader_behind_the_log_start_continues_at_it(env: Env) -> None:
 
 def test_consumers_at_one_offset_share_the_messages_of_a_read(env: Env) -> None:
     queue = env.declare()
-    publish(queue, 6)
     a, got_a = consumer("a", prefetch=2)
-    b, got_b = consumer("b")
+    b, got_b = consumer("b", prefetch=2)
     queue.add_consumer(a, queue.start_offset("first"))
     queue.add_consumer(b, queue.start_offset("first"))
-    a.settle(2)
-    queue.dispatch()
-    a.settle(2)
-    queue.dispatch()
+    publish(queue, 6)
+    for _ in range(2):
+        a.settle(2)
+        b.settle(2)
+        queue.dispatch()
     assert [d.position for d in got_a] == [d.position for d in got_b] == list(range(6))
     assert {d.consumer_tag for d in got_a} == {"a"} and {d.consumer_tag for d in got_b} == {"b"}
     assert all(x.message is y.message for x, y in zip(got_a, got_b, strict=True))
