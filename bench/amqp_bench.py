@@ -302,9 +302,10 @@ def run(brokers_: list[str], groups: set[str], settings: Settings, keep: bool = 
     load_before = os.getloadavg()
     try:
         bench = AMQPBench(settings, groups, workdir, base_src)
+        # A broker none of the selected groups runs on is neither started nor shown.
+        brokers_ = [b for b in brokers_
+                    if b not in PERSISTENT_ONLY or groups & {"persistent", "latency"}]
         for name in brokers_:
-            if name in PERSISTENT_ONLY and not groups & {"persistent", "latency"}:
-                continue  # nothing of the selected groups runs on it
             bench.run_broker(name)
         print()
         print(render(bench.results, brokers_))
