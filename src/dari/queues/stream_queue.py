@@ -550,8 +550,12 @@ class StreamQueue:
                     )
                 append(new_delivery(message, self, position, False, tag, timestamp, None))
             offset = next_offset
-        if out and len(self._readers) > 1:
-            self._share(reader.offset, offset, out, len(data))
+        if len(self._readers) > 1:
+            if out:
+                self._share(reader.offset, offset, out, len(data))
+        elif self._chunks:  # a consumer alone again: nobody to share with
+            self._chunks.clear()
+            self._shared_bytes = 0
         reader.offset = offset
         reader.ahead = out
         reader.at = 0
