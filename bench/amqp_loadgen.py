@@ -11,10 +11,16 @@ Modes (``spec["mode"]``), speaking the START / READY / RESULT stdout protocol of
   publish   ``count`` messages of ``size`` bytes to the default exchange, routing key ``queue``;
             ``persistent`` sets delivery_mode 2; ``confirm`` enables publisher confirms with at
             most ``window`` unconfirmed messages; ``rate`` > 0 paces the sends and stamps each
-            body with its sequence number and send time (for latency).
-  consume   declare ``queue`` (``durable``), then consume ``count`` messages with ``prefetch``
-            and multiple-acks (or ``no_ack``); with ``latency`` it reads the stamp of every body
-            and reports percentiles, skipping the first ``warmup`` messages. Deletes the queue.
+            body with its sequence number and send time (for latency). With ``declare`` it
+            first declares ``queue`` (``durable``, ``arguments``).
+  consume   declare ``queue`` (``durable``, ``arguments``: e.g. ``x-queue-type=stream``), then
+            consume ``count`` messages with ``prefetch`` and multiple-acks (or ``no_ack``),
+            with ``consume_arguments`` (e.g. ``x-stream-offset=first``); with ``latency`` it
+            reads the stamp of every body and reports percentiles, skipping the first
+            ``warmup`` messages. With ``go`` it waits for a line on stdin after READY before
+            it consumes (so several consumers start together). Deletes the queue unless
+            ``delete`` is false (a stream that other consumers still read).
+  delete    delete ``queue`` and report its message count.
 """
 
 from __future__ import annotations
@@ -355,6 +361,8 @@ async def publish(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         if spec["confirm"]:
             await conn.call(commands.Confirm.Select(), commands.Confirm.SelectOk)
+        if spec.get("declare"):
+            await _declare(conn, spec)
         _say("START")
         t0, w0, c0 = time.perf_counter(), time.time_ns(), time.process_time()
         if spec.get("rate"):
@@ -452,15 +460,21 @@ async def consume(spec: dict[str, Any]) -> dict[str, Any]:
         conn.latency = bool(spec.get("latency"))
         conn.warmup = spec.get("warmup", 0)
         conn.expected = spec["count"]
-        await conn.call(commands.Queue.Declare(queue=queue, durable=spec["durable"]),
-                        commands.Queue.DeclareOk)
+        await _declare(conn, spec)
         if conn.manual_ack:
             await conn.call(commands.Basic.Qos(prefetch_count=spec.get("prefetch", 1000)),
                             commands.Basic.QosOk)
+        go_ns = 0
+        if spec.get("go"):
+            _say("READY")
+            sys.stdin.readline()  # the connection is idle (no heartbeats): blocking is fine
+            go_ns = time.time_ns()
         await conn.call(commands.Basic.Consume(queue=queue, consumer_tag="bench",
-                                               no_ack=not conn.manual_ack),
+                                               no_ack=not conn.manual_ack,
+                                               arguments=spec.get("consume_arguments") or {}),
                         commands.Basic.ConsumeOk)
-        _say("READY")
+        if not spec.get("go"):
+            _say("READY")
         while not conn.done.done():
             try:
                 await asyncio.wait_for(asyncio.shield(conn.done), 1.0)
@@ -476,12 +490,31 @@ async def consume(spec: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {
             "count": conn.count, "expected": conn.expected, "redelivered": conn.redelivered,
             "first_ns": conn.first_ns, "last_ns": conn.last_ns, "cpu_pct": cpu_pct,
+            "go_ns": go_ns,
         }
         if conn.latency:
             result.update(_percentiles(conn.lat_ns, ""))
-        declared = await conn.call(commands.Queue.Delete(queue=queue), commands.Queue.DeleteOk)
-        result["left_in_queue"] = declared.message_count
+        if spec.get("delete", True):
+            declared = await conn.call(commands.Queue.Delete(queue=queue),
+                                       commands.Queue.DeleteOk)
+            result["left_in_queue"] = declared.message_count
         return result
+    finally:
+        await conn.close()
+
+
+async def _declare(conn: Connection, spec: dict[str, Any]) -> None:
+    await conn.call(commands.Queue.Declare(queue=spec["queue"], durable=spec["durable"],
+                                           arguments=spec.get("arguments") or {}),
+                    commands.Queue.DeclareOk)
+
+
+async def delete(spec: dict[str, Any]) -> dict[str, Any]:
+    conn: Connection = await connect(Connection, spec["host"], spec["port"])
+    try:
+        deleted = await conn.call(commands.Queue.Delete(queue=spec["queue"]),
+                                  commands.Queue.DeleteOk)
+        return {"message_count": deleted.message_count}
     finally:
         await conn.close()
 
@@ -501,7 +534,7 @@ def _percentiles(values_ns: list[int], prefix: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    runner = publish if spec["mode"] == "publish" else consume
+    runner = {"publish": publish, "consume": consume, "delete": delete}[spec["mode"]]
     try:
         import uvloop
 

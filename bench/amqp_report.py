@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from bench.report import Entry, Results, _num, _pct, _ratio
 
-TITLES = {"dari": "dari", "dari-fsync": "dari fsync", "rabbitmq": "RabbitMQ"}
+TITLES = {"dari": "dari", "dari-fsync": "dari fsync", "dari-base": "dari base",
+          "rabbitmq": "RabbitMQ"}
 
 
 def render(results: Results, brokers: list[str], reference: str = "rabbitmq") -> str:
     """One table per group: a value column per broker, then each other broker / `reference`
-    (whatever the direction; 'better' says which way is good), then each broker's CPU."""
+    (whatever the direction; 'better' says which way is good), dari / dari-base when both
+    ran, then each broker's CPU."""
     others = [b for b in brokers if b != reference]
     ref = [reference] if reference in brokers else []
     shown = others + ref
     head = ["scenario", "unit", "better", *(TITLES[b] for b in shown)]
     head += [f"{TITLES[b]}/{TITLES[reference]}" for b in others if ref]
+    versus_base = "dari" in brokers and "dari-base" in brokers
+    if versus_base:
+        head.append("dari/dari base")
     head += [f"{TITLES[b]} CPU" for b in shown]
     groups: dict[str, list[str]] = {}
     for group, key in results.order:
@@ -34,6 +39,8 @@ def render(results: Results, brokers: list[str], reference: str = "rabbitmq") ->
             row += [_num(e.value, e.error) if e else "-" for e in entries.values()]
             if ref:
                 row += [_ratio(entries[b], entries[reference]) for b in others]
+            if versus_base:
+                row.append(_ratio(entries["dari"], entries["dari-base"]))
             row += [_pct(e.cpu_pct) if e else "-" for e in entries.values()]
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

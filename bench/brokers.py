@@ -161,6 +161,13 @@ def start_tansu(binary: str, workdir: Path, timeout: float = 30.0) -> Broker:
     return broker
 
 
+def dari_src() -> Path:
+    """The directory the harness imports dari from (what the broker under test runs)."""
+    import dari
+
+    return Path(dari.__file__).resolve().parent.parent
+
+
 @functools.cache
 def precompile_dari() -> None:
     """Write dari's bytecode, as a regular (non-editable) pip install does, so start-up is
@@ -173,13 +180,19 @@ def precompile_dari() -> None:
 
 
 def spawn_dari(workdir: Path, name: str, listeners: list[str], ready: re.Pattern[bytes],
-               timeout: float = 60.0) -> tuple[Broker, float]:
+               timeout: float = 60.0, src: Path | None = None) -> tuple[Broker, float]:
     """Start dari from this interpreter and wait for its `dari ready` line; `ready` picks
-    the listener the bench talks to as (host, port). Returns the broker and the deadline."""
-    precompile_dari()
+    the listener the bench talks to as (host, port). Returns the broker and the deadline.
+    `src` runs the dari sources of another tree (e.g. a worktree of a base commit) instead."""
+    if src is None:
+        precompile_dari()
+        src = dari_src()
+    # Absolute: the broker runs in its work dir, where a relative PYTHONPATH=src would miss
+    # and the installed dari would run instead of the sources under test.
+    env = procs.child_env(PYTHONUNBUFFERED="1", PYTHONPATH=str(src.resolve()))
     argv = [sys.executable, "-m", "dari", "serve", "--data-dir", str(workdir / "data"),
             *listeners]
-    broker = _spawn(name, argv, workdir, procs.child_env(PYTHONUNBUFFERED="1"))
+    broker = _spawn(name, argv, workdir, env)
     deadline = broker.spawned_at + timeout
     while True:
         match = ready.search(broker.log_path.read_bytes())

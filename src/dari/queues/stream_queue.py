@@ -23,6 +23,7 @@ Retention is the topic's: ``x-max-age``, ``x-max-length-bytes`` and
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime
 import re
 import struct
@@ -30,21 +31,36 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
-from dari.message import STREAM_VISIBLE_FLAGS, Field, Message
+from dari.message import (
+    EXCHANGE_HEADER,
+    PROPERTIES_HEADER,
+    ROUTING_KEY_HEADER,
+    STREAM_VISIBLE_FLAGS,
+    Field,
+    Message,
+)
 from dari.queues.errors import FeatureNotImplemented, PreconditionFailed, resource
 from dari.queues.queue import Consumer, Delivery, PublishResult, QueueArguments
 from dari.queues.queue_store import encode_message_batch
 from dari.queues.values import type_name
-from dari.records import iter_batches
+from dari.records import (
+    CONTROL_MASK,
+    BatchHeader,
+    HeaderLayout,
+    LayoutMismatchError,
+    Record,
+    decode_records,
+    iter_batches,
+    records_section,
+)
 from dari.records.builder import NewRecord, build_batch
-from dari.records.records import iter_records
 from dari.storage import FlushScheduler, LogClosedError, OffsetOutOfRangeError, PartitionLog
 
 STREAM = "stream"
 OFFSET_HEADER = "x-stream-offset"
 RECORD_KEY_ARGUMENT = "x-record-key"  # binding argument: what becomes the record key
 _RECORD_KEY_SOURCES = ("routing-key",)
-_READ_BYTES = 1 << 20  # how much of the log one read of a consumer takes at most
+_READ_BYTES = 1 << 18  # a consumer's read-ahead: the log bytes one read decodes at most
 _WAIT_SECONDS = 30.0  # a caught-up consumer's wait for an append, before it looks again
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _MAX_AGE = re.compile(r"^([0-9]+)([YMDhms])$")
@@ -58,6 +74,17 @@ _UNSUPPORTED = (
     "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-single-active-consumer",
     "x-queue-mode",
 )
+_LONG = struct.Struct(">q")
+# The record headers of an AMQP message (``Message.to_record``), matched as raw bytes.
+_AMQP_LAYOUT = HeaderLayout((EXCHANGE_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER))
+_SHARED_BYTES = 8 << 20  # log bytes of recent reads kept for other consumers (if any)
+_SHAPES_LIMIT = 1024  # distinct header lists of Kafka records remembered (cleared beyond)
+# An offset-header template: head, tail, delivery mode, priority, expiration.
+_Template = tuple[bytes, bytes, int, int | None, str | None]
+# What a Kafka record's headers make of its message: exchange, routing key, template.
+_KafkaShape = tuple[str, str | None, _Template | None]
+# A Kafka record's headers, key and timestamp second: what its message's properties depend on.
+_ShapeKey = tuple[tuple[tuple[bytes, bytes | None], ...], bytes | None, int]
 _REFUSED = PublishResult(False)
 _MAX_BATCH_BYTES = 1 << 20  # a turn's publishes are appended in batches of at most this
 _BATCH_OVERHEAD = 61  # a v2 batch header
@@ -187,13 +214,24 @@ def check_declare(
 
 
 class _Reader:
-    """One consumer's position in the stream."""
+    """One consumer's position in the stream, and what was read ahead for it: one log read
+    decodes up to ``_READ_BYTES`` of records at once into deliveries, which later dispatches
+    hand out as the consumer's credit allows. Owned by its ``StreamQueue`` (event loop)."""
 
-    __slots__ = ("consumer", "offset")
+    __slots__ = ("ahead", "at", "consumer", "offset")
 
     def __init__(self, consumer: Consumer, offset: int) -> None:
         self.consumer = consumer
-        self.offset = offset
+        self.offset = offset  # the next offset to read from the log
+        self.ahead: list[Delivery] = []  # read, not delivered yet: ahead[at:]
+        self.at = 0
+
+    def caught_up(self, end: int) -> bool:
+        return self.at >= len(self.ahead) and self.offset >= end
+
+    def drop_ahead(self) -> None:
+        self.ahead = []
+        self.at = 0
 
 
 class StreamQueue:
@@ -237,6 +275,11 @@ class StreamQueue:
         self._pending_bytes = 0
         self._failed_from = -1  # the first offset a failed append had promised (-1: none)
         partition.before_append = self._append_pending
+        self._kafka_shapes: dict[_ShapeKey, _KafkaShape] = {}
+        # Recent reads (start offset -> end offset, deliveries, log bytes), which consumers at
+        # the same offset share: readers that start together stay on the same boundaries.
+        self._chunks: dict[int, tuple[int, list[Delivery], int]] = {}
+        self._shared_bytes = 0
         self.deleted = False
         self.last_used_ms = int(clock() * 1000)
 
@@ -471,22 +514,46 @@ class StreamQueue:
         self._dispatching = True
         delivered = 0
         caught_up = False
+        partition = self.partition
         try:
+            end = partition.high_watermark
+            start = partition.log_start_offset
+            closed = partition.log.closed
             for reader in list(self._readers):
+                consumer = reader.consumer
+                if reader.at < len(reader.ahead):
+                    if closed:  # the topic was deleted under the queue: nothing more to read
+                        reader.drop_ahead()
+                        reader.offset = 1 << 62
+                    elif reader.ahead[reader.at].position < start:
+                        self._skip_to(reader, start)  # retention moved the start past it
                 while True:
-                    if reader.offset >= self.partition.high_watermark:
-                        caught_up = True
-                        break
-                    room = reader.consumer.room()
+                    room = consumer.room()
                     if room <= 0:
                         break
-                    before = reader.offset
-                    batch = self._read(reader, room)
-                    if batch:
-                        reader.consumer.deliver_many(batch)
-                        delivered += len(batch)
-                    elif reader.offset == before:  # nothing readable there (yet)
-                        break
+                    ahead, at = reader.ahead, reader.at
+                    if at >= len(ahead):
+                        if reader.offset >= end:
+                            caught_up = True
+                            break
+                        before = reader.offset
+                        if not self._read(reader):
+                            if reader.offset == before:  # nothing readable there (yet)
+                                break
+                            continue
+                        ahead, at = reader.ahead, 0
+                    if at or len(ahead) > room:
+                        batch = ahead[at : at + room]
+                        at += len(batch)
+                        if at < len(ahead):
+                            reader.at = at
+                        else:
+                            reader.drop_ahead()
+                    else:
+                        batch = ahead
+                        reader.drop_ahead()
+                    consumer.deliver_many(batch)
+                    delivered += len(batch)
                     if reader not in self._readers:  # cancelled by the delivery
                         break
         finally:
@@ -495,39 +562,168 @@ class StreamQueue:
             self._watch()
         return delivered
 
-    def _read(self, reader: _Reader, room: int) -> list[Delivery]:
-        """Up to ``room`` deliveries from ``reader``'s offset, which moves past them."""
+    @staticmethod
+    def _skip_to(reader: _Reader, start: int) -> None:
+        """Drop read-ahead deliveries below the log start, as a fresh read would skip them."""
+        ahead = reader.ahead
+        at = bisect.bisect_left(ahead, start, reader.at, len(ahead), key=_position)
+        if at >= len(ahead):
+            reader.drop_ahead()
+            reader.offset = max(reader.offset, start)
+        else:
+            reader.at = at
+
+    def _read(self, reader: _Reader) -> bool:
+        """Read ahead from ``reader``'s offset (up to ``_READ_BYTES`` of the log), moving the
+        offset past what was read; False if it found no deliveries.
+
+        The records of each batch are decoded at once (``decode_records``); records in the
+        AMQP layout (what AMQP publishes append) are matched against it without building
+        header pairs, and their ``x-stream-offset`` header is spliced into a template of
+        their property bytes (``OffsetHeaders``): a delivery costs one ``Message`` and one
+        ``Delivery``. Other records (a Kafka producer's) go through ``_kafka_rows``."""
         partition = self.partition
+        shared = self._chunks.get(reader.offset)
+        if (
+            shared is not None
+            and not partition.log.closed
+            and reader.offset >= partition.log_start_offset
+        ):
+            return self._reuse(reader, *shared)
         try:
             data = partition.log.read(reader.offset, _READ_BYTES)
         except OffsetOutOfRangeError:  # retention moved the start past the reader
             reader.offset = partition.log_start_offset
-            return []
+            return False
         except LogClosedError:  # the topic was deleted under the queue: nothing more to read
             reader.offset = 1 << 62
-            return []
+            return False
         tag = reader.consumer.tag
-        add_header = self._offset_headers.add
+        entry_for = self._offset_headers.entry
+        pack = _LONG.pack
+        decode, section_of, layout = decode_records, records_section, _AMQP_LAYOUT
+        new_message, new_delivery = Message, Delivery  # locals: the loop runs per record
         out: list[Delivery] = []
+        append = out.append
         offset = reader.offset
         for header, batch in iter_batches(data):
-            if header.is_control:
-                offset = max(offset, header.next_offset)
+            # BatchHeader fields by index (base_offset, attributes, last_offset_delta): the
+            # properties cost a call each, per batch (a batch per message, as AMQP appends).
+            next_offset = header[0] + header[6] + 1
+            if next_offset <= offset or header[5] & CONTROL_MASK:
+                offset = max(offset, next_offset)
                 continue
-            for record in iter_records(batch):
-                if record.offset < offset:
+            section = section_of(batch, header)
+            try:
+                rows = decode(section, header, layout=layout)
+            except LayoutMismatchError:
+                self._kafka_rows(section, header, offset, tag, out)
+                offset = next_offset
+                continue
+            for position, timestamp, _key, body, (exchange, routing_key, properties) in rows:
+                if position < offset:
                     continue
-                message = add_header(Message.from_record(record), record.offset)
-                out.append(
-                    Delivery(message, self, record.offset, False, tag, record.timestamp, None)
-                )
-                offset = record.offset + 1
-                if len(out) >= room:
-                    reader.offset = offset
-                    return out
-            offset = max(offset, header.next_offset)
+                entry = entry_for(properties)
+                if entry is None:  # no template for these properties: encode them fully
+                    message = _with_offset_header(
+                        Message.from_amqp(_text(exchange), _text(routing_key), properties,
+                                          b"" if body is None else body),
+                        position,
+                    )
+                else:
+                    head, tail, delivery_mode, priority, expiration = entry
+                    message = new_message(
+                        exchange.decode("utf-8", "surrogateescape"),
+                        routing_key.decode("utf-8", "surrogateescape"),
+                        b"" if body is None else body, head + pack(position) + tail,
+                        delivery_mode, priority, expiration, position,
+                    )
+                append(new_delivery(message, self, position, False, tag, timestamp, None))
+            offset = next_offset
+        if len(self._readers) > 1:
+            if out:
+                self._share(reader.offset, offset, out, len(data))
+        elif self._chunks:  # a consumer alone again: nobody to share with
+            self._chunks.clear()
+            self._shared_bytes = 0
         reader.offset = offset
-        return out
+        reader.ahead = out
+        reader.at = 0
+        return bool(out)
+
+    def _share(self, start: int, end: int, read: list[Delivery], size: int) -> None:
+        """Keep a read for the other consumers, within ``_SHARED_BYTES`` of log (oldest
+        reads go first, and reads every consumer is past)."""
+        chunks = self._chunks
+        low = min(r.offset for r in self._readers)
+        for key in [k for k, chunk in chunks.items() if chunk[0] <= low]:
+            self._shared_bytes -= chunks.pop(key)[2]
+        while chunks and self._shared_bytes + size > _SHARED_BYTES:
+            self._shared_bytes -= chunks.pop(next(iter(chunks)))[2]
+        chunks[start] = (end, read, size)
+        self._shared_bytes += size
+
+    def _reuse(self, reader: _Reader, end: int, read: list[Delivery], _size: int) -> bool:
+        """Read ahead from a chunk another consumer read at the same offset: its messages
+        are shared (immutable), only the deliveries are this consumer's."""
+        tag = reader.consumer.tag
+        new_delivery = Delivery
+        reader.ahead = [
+            new_delivery(d[0], self, d[2], False, tag, d[5], None) for d in read
+        ]
+        reader.at = 0
+        reader.offset = end
+        return True
+
+    def _kafka_rows(
+        self, section: bytes, header: BatchHeader, offset: int, tag: str, out: list[Delivery]
+    ) -> None:
+        """Deliveries of the records of a batch not in the AMQP layout (``Message.from_record``
+        semantics), at or after ``offset``; the message each distinct header list makes is
+        worked out once (``_kafka_shapes``)."""
+        shapes = self._kafka_shapes
+        pack = _LONG.pack
+        for position, timestamp, key, value, pairs in decode_records(section, header):
+            if position < offset:
+                continue
+            headers = tuple(pairs)
+            # the key (header x-record-key) and the second (timestamp property) shape the
+            # properties too: records of one producer mostly share them within a second
+            cache_key = (headers, key, timestamp // 1000)
+            shape = shapes.get(cache_key)
+            if shape is None:
+                shape = self._kafka_shape(cache_key, timestamp)
+            exchange, routing_key, entry = shape
+            if routing_key is None:  # the record key is the routing key
+                routing_key = _text(key)
+            body = b"" if value is None else value
+            if entry is None:
+                record = Record(position, timestamp, key, value, _named(headers))
+                message = _with_offset_header(Message.from_record(record), position)
+            else:
+                head, tail, delivery_mode, priority, expiration = entry
+                message = Message(
+                    exchange, routing_key, body, head + pack(position) + tail, delivery_mode,
+                    priority, expiration, position,
+                )
+            out.append(Delivery(message, self, position, False, tag, timestamp, None))
+
+    def _kafka_shape(self, cache_key: _ShapeKey, timestamp: int) -> _KafkaShape:
+        """Exchange, routing key (None: the record key) and offset-header template of a
+        record with these headers, key and timestamp, as ``Message.from_record`` reads it."""
+        headers, key, _second = cache_key
+        named = _named(headers)
+        message = Message.from_record(Record(0, timestamp, key, None, named))
+        has_key = any(name == ROUTING_KEY_HEADER for name, _value in named)
+        shape = (
+            message.exchange,
+            message.routing_key if has_key else None,
+            self._offset_headers.entry(message.properties),
+        )
+        if len(self._kafka_shapes) >= _SHAPES_LIMIT:
+            self._kafka_shapes.clear()
+        self._kafka_shapes[cache_key] = shape
+        return shape
 
     def _watch(self) -> None:
         """Wake the consumers on the partition's next append (of either protocol)."""
@@ -546,7 +742,7 @@ class StreamQueue:
                 await partition.waiters.wait_any([partition.log], _WAIT_SECONDS)
                 self.dispatch()
                 end = partition.high_watermark
-                if not any(r.offset >= end for r in self._readers):
+                if not any(r.caught_up(end) for r in self._readers):
                     return  # every consumer has a backlog: its acks dispatch it
         finally:
             self._watcher = None
@@ -561,6 +757,8 @@ class StreamQueue:
         return True
 
     def ack_many(self, deliveries: Iterable[Delivery]) -> int:
+        if isinstance(deliveries, list):  # what the channel passes: nothing to walk
+            return len(deliveries)
         return sum(1 for _ in deliveries)
 
     def reject(self, delivery: Delivery, requeue: bool) -> bool:
@@ -641,42 +839,51 @@ class OffsetHeaders:
     the delivery; but messages of a stream mostly share their property bytes, and for equal
     property bytes the result differs only in the header's eight value bytes. So each distinct
     property block is encoded once, with a marker value, and later deliveries splice their
-    offset into that template. Owned by one ``StreamQueue`` (event loop thread).
+    offset into that template (``entry``: head, tail and the parsed delivery mode, priority
+    and expiration, which the header does not change). Owned by one ``StreamQueue`` (event
+    loop thread).
     """
 
     __slots__ = ("_templates",)
 
     _MARKER = 0x5A17_C0DE_0FF5_E7ED
-    _LONG = struct.Struct(">q")
     _LIMIT = 1024  # distinct property blocks remembered (cleared beyond)
 
     def __init__(self) -> None:
-        self._templates: dict[bytes, tuple[bytes, bytes] | None] = {}
+        self._templates: dict[bytes, _Template | None] = {}
+
+    def entry(self, properties: bytes) -> _Template | None:
+        """The template for ``properties``; None when the marker was ambiguous (such
+        properties are encoded in full for each delivery)."""
+        try:
+            return self._templates[properties]
+        except KeyError:
+            return self._template(properties)
 
     def add(self, message: Message, offset: int) -> Message:
         """``message`` with ``x-stream-offset: offset`` in its headers table."""
-        properties = message.properties
-        try:
-            template = self._templates[properties]
-        except KeyError:
-            template = self._template(message)
-        if template is None:  # the marker was ambiguous: encode this one fully
+        template = self.entry(message.properties)
+        if template is None:
             return _with_offset_header(message, offset)
-        head, tail = template
+        head, tail = template[0], template[1]
         return message._replace(
-            properties=head + self._LONG.pack(offset) + tail, offset=offset, record=None
+            properties=head + _LONG.pack(offset) + tail, offset=offset, record=None
         )
 
-    def _template(self, message: Message) -> tuple[bytes, bytes] | None:
-        encoded = _with_offset_header(message, self._MARKER).properties
-        marker = self._LONG.pack(self._MARKER)
+    def _template(self, properties: bytes) -> _Template | None:
+        probe = _with_offset_header(Message.from_amqp("", "", properties, b""), self._MARKER)
+        encoded = probe.properties
+        marker = _LONG.pack(self._MARKER)
         at = encoded.find(marker)
         template = None
         if at >= 0 and encoded.find(marker, at + 1) < 0:
-            template = (encoded[:at], encoded[at + len(marker) :])
+            template = (
+                encoded[:at], encoded[at + len(marker) :], probe.delivery_mode, probe.priority,
+                probe.expiration,
+            )
         if len(self._templates) >= self._LIMIT:
             self._templates.clear()
-        self._templates[message.properties] = template
+        self._templates[bytes(properties)] = template
         return template
 
 
@@ -685,3 +892,16 @@ def _with_offset_header(message: Message, offset: int) -> Message:
     headers = message.typed_headers()
     headers[OFFSET_HEADER] = Field("l", offset)
     return message.replace_properties(headers=headers)
+
+
+def _position(delivery: Delivery) -> int:
+    return delivery.position
+
+
+def _text(data: bytes | None) -> str:
+    return "" if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def _named(headers: Iterable[tuple[bytes, bytes | None]]) -> tuple[tuple[str, bytes | None], ...]:
+    """Record headers with their names as text (as ``Message.from_record`` reads them)."""
+    return tuple((name.decode("utf-8", "surrogateescape"), value) for name, value in headers)

@@ -374,6 +374,54 @@ def test_a_reader_behind_the_log_start_continues_at_it(env: Env) -> None:
     assert [d.position for d in got] == [0, 3]
 
 
+def test_consumers_at_one_offset_share_the_messages_of_a_read(env: Env) -> None:
+    queue = env.declare()
+    a, got_a = consumer("a", prefetch=2)
+    b, got_b = consumer("b", prefetch=2)
+    queue.add_consumer(a, queue.start_offset("first"))
+    queue.add_consumer(b, queue.start_offset("first"))
+    publish(queue, 6)
+    for _ in range(2):
+        a.settle(2)
+        b.settle(2)
+        queue.dispatch()
+    assert [d.position for d in got_a] == [d.position for d in got_b] == list(range(6))
+    assert {d.consumer_tag for d in got_a} == {"a"} and {d.consumer_tag for d in got_b} == {"b"}
+    assert all(x.message is y.message for x, y in zip(got_a, got_b, strict=True))
+    assert [d.message.headers["x-stream-offset"] for d in got_b] == list(range(6))  # type: ignore[index]
+
+
+def test_a_consumer_reading_ahead_gets_nothing_once_the_topic_is_deleted(env: Env) -> None:
+    queue = env.declare()
+    publish(queue, 5)
+    c, got = consumer(prefetch=1)
+    queue.add_consumer(c, queue.start_offset("first"))
+    assert [d.position for d in got] == [0]
+    env.topics.delete("s")  # by a Kafka client, under the queue
+    c.settle(1)
+    queue.dispatch()
+    assert [d.position for d in got] == [0]
+
+
+def test_kafka_records_of_any_header_shape_read_as_from_record_says(env: Env) -> None:
+    queue = env.declare()
+    rows = [
+        (b"k0", b"plain", []),
+        (b"k1", None, [("h", b"v"), ("n", None)]),
+        (None, b"routed", [("x-amqp-routing-key", b"rk"), ("x-amqp-exchange", b"ex")]),
+        (b"k3", b"again", [("h", b"v"), ("n", None)]),
+        (b"k4", b"amqp", [("x-amqp-properties", encode_properties(priority=4)), ("e", b"")]),
+    ]
+    batch = build_batch(rows)
+    env.topics.partition("s", 0).append(batch)
+    c, got = consumer()
+    queue.add_consumer(c, queue.start_offset("first"))
+    expected = [OffsetHeaders().add(Message.from_record(r), r.offset) for r in iter_records(batch)]
+    assert [d.message for d in got] == expected
+    assert [d.message.routing_key for d in got] == ["k0", "k1", "rk", "k3", "k4"]
+    assert got[4].message.priority == 4
+
+
 def test_a_caught_up_consumer_wakes_on_a_kafka_append(env: Env) -> None:
     queue = env.declare()
     c, got = consumer()
