@@ -293,6 +293,47 @@ def test_basic_get_on_single_active_consumer_quorum_queue(amqp_url: str, name: s
         ch.queue_delete(name)
 
 
+def test_stream_consumer_arguments_are_refused(amqp_url: str, name: str) -> None:
+    with channel(amqp_url) as ch:
+        ch.queue_declare(name, durable=True, arguments=QUORUM)
+        with pytest.raises(ChannelClosedByBroker) as exc:
+            ch.basic_consume(name, lambda *_: None, arguments={"x-stream-offset": "first"})
+            ch.connection.process_data_events(time_limit=1)
+        assert_channel_closed(exc, 406, "PRECONDITION_FAILED", ch)
+        assert exc.value.reply_text == (
+            f"PRECONDITION_FAILED - invalid arg 'x-stream-offset' for {where(name)} of queue "
+            "type rabbit_quorum_queue"
+        )
+    with channel(amqp_url) as ch:
+        ch.queue_delete(name)
+
+
+def test_single_active_consumer_prefers_the_higher_priority(amqp_url: str, name: str) -> None:
+    conn = connect(amqp_url)
+    try:
+        ch = conn.channel()
+        ch.queue_declare(name, durable=True, arguments={
+            **QUORUM, "x-single-active-consumer": True,
+        })
+        got: dict[str, list[bytes]] = {"low": [], "high": []}
+        ch.basic_qos(prefetch_count=1)
+        for tag, priority in (("low", 0), ("high", 10)):
+            ch.basic_consume(
+                name, lambda c, m, _p, b: (got[m.consumer_tag].append(b),
+                                           c.basic_ack(m.delivery_tag)),
+                consumer_tag=tag, arguments={"x-priority": priority},
+            )
+        for i in range(5):
+            ch.basic_publish("", name, b"%d" % i)
+        pump_until(conn, lambda: len(got["high"]) == 5, "all messages at the high consumer")
+        assert got["low"] == []
+        ch.close()
+        ch = conn.channel()
+        ch.queue_delete(name)
+    finally:
+        conn.close()
+
+
 # ---- aio-pika --------------------------------------------------------------------------------
 
 

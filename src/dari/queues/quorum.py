@@ -18,7 +18,11 @@ here: one node holds the only copy):
 * ``x-overflow=reject-publish-dlx`` is accepted and acts as ``drop-head``;
   ``x-dead-letter-strategy=at-least-once`` needs ``x-overflow=reject-publish`` and otherwise
   falls back to at-most-once (both with a warning in the log, as RabbitMQ does).
-* ``basic.get`` on a single-active-consumer quorum queue is refused (405).
+* Single active consumer goes by consumer priority (a higher-priority consumer takes over
+  once the active one has settled what it holds); ``basic.get`` on such a queue is refused
+  (405).
+* Consumers: ``basic.qos global=true`` is taken as ``global=false`` (RabbitMQ 4 has no global
+  qos for quorum queues); stream consumer arguments are refused.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 from dari.message import Field, Message
 from dari.queues.errors import PreconditionFailed, ResourceLocked, resource
-from dari.queues.queue import Delivery, Queue, QueueArguments
+from dari.queues.queue import Consumer, Delivery, Queue, QueueArguments
 from dari.queues.values import type_name
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,10 @@ _NOT_QUORUM = _KNOWN_ARGUMENTS - frozenset(QUORUM_ARGUMENTS)
 _NOT_CLASSIC = _KNOWN_ARGUMENTS - frozenset(CLASSIC_ARGUMENTS)
 _DLX_STRATEGIES = (AT_MOST_ONCE, AT_LEAST_ONCE)
 _LEADER_LOCATORS = ("client-local", "balanced")
+# consumer arguments: a quorum queue takes these, and refuses the stream type's
+_STREAM_CONSUMER_ARGUMENTS = frozenset(
+    ("x-stream-offset", "x-stream-filter", "x-stream-match-unfiltered")
+)
 _NON_NEGATIVE = (
     "x-max-in-memory-length", "x-max-in-memory-bytes", "x-consumer-timeout",
     "x-consumer-disconnected-timeout",
@@ -118,6 +126,25 @@ def check_declare(
         raise PreconditionFailed(f"invalid property 'non-durable' for {where}")
 
 
+def check_consume_arguments(queue: Queue, arguments: Mapping[str, Any]) -> None:
+    """basic.consume arguments on a quorum queue, checked as RabbitMQ checks them (406):
+    ``x-priority`` an integer, ``x-consumer-timeout`` a non-negative one, no stream
+    consumer arguments."""
+    where = resource("queue", queue.name, queue.vhost)
+    for key, minimum in (("x-priority", None), ("x-consumer-timeout", 0)):
+        value = arguments.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PreconditionFailed(
+                f"invalid arg '{key}' for {where}: \"expected integer, got "
+                f"{type_name(arguments, key)}\""
+            )
+        if minimum is not None and value < minimum:
+            raise PreconditionFailed(f"invalid arg '{key}' for {where}: {{value_negative,{value}}}")
+    _refuse_foreign(where, arguments, _STREAM_CONSUMER_ARGUMENTS, QUORUM_TYPE)
+
+
 def delivery_limit(arguments: Mapping[str, Any]) -> int | None:
     """The effective x-delivery-limit: 20 unless an integer is given; None (no limit) for a
     negative one, as RabbitMQ 4 reads it."""
@@ -152,6 +179,7 @@ class QuorumQueue(Queue):
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        self._single_active: Consumer | None = None
         where = resource("queue", name, self.vhost)
         if self.args.overflow == "reject-publish-dlx":
             log.warning("Invalid overflow strategy 'reject-publish-dlx' for quorum queue: %s",
@@ -171,6 +199,30 @@ class QuorumQueue(Queue):
                 "consumer"
             )
         return super().get(no_ack)
+
+    def _pick(self) -> tuple[Consumer, int] | None:
+        """With x-single-active-consumer the active consumer is the one of highest priority
+        (the earliest registered among equals); a higher-priority consumer that arrives takes
+        over once the active one has no unacknowledged message left, and until then neither
+        gets any (RabbitMQ's quiescing consumer). Otherwise as in a classic queue."""
+        if not self.args.single_active_consumer:
+            return super()._pick()
+        arrivals = self._arrivals
+        if not arrivals:
+            self._single_active = None
+            return None
+        best = max(arrivals, key=_priority)  # the first of the highest priority
+        active = self._single_active
+        if active is None or not any(c is active for c in arrivals):
+            active = best
+        elif _priority(best) > _priority(active):
+            tag = active.tag
+            if any(d.consumer_tag == tag for d in self._unacked.values()):
+                return None  # quiescing: it finishes what it has first
+            active = best
+        self._single_active = active
+        room = active.room()
+        return (active, room) if room > 0 else None
 
     def requeue_all(self, deliveries: Iterable[Delivery]) -> int:
         """Failed deliveries back in place, each with its delivery count one higher; those
@@ -217,6 +269,10 @@ def _counted(message: Message, failed: bool) -> tuple[Message, int]:
     ordered = dict(sorted(headers.items(), key=lambda kv: kv[0].encode("utf-8", "replace")))
     counted = message.replace_properties(headers=ordered).with_offset(message.offset)
     return counted, delivered
+
+
+def _priority(consumer: Consumer) -> int:
+    return getattr(consumer, "priority", 0) or 0
 
 
 def _count(field: Field | None) -> int:

@@ -32,7 +32,7 @@ from dari.queues.direct_reply import REPLY_PREFIX, REPLY_QUEUE, REPLY_QUEUE_BYTE
 from dari.queues.errors import PreconditionFailed, QueuesError
 from dari.queues.permissions import READ
 from dari.queues.queue import Queue, requeue
-from dari.queues.quorum import QuorumQueue
+from dari.queues.quorum import QuorumQueue, check_consume_arguments
 from dari.queues.stream_queue import OFFSET_HEADER, StreamQueue
 from dari.server.amqp_access import ChannelAccess
 from dari.server.amqp_admin import QUEUE_NAME_SHORTCUT, ChannelAdmin
@@ -236,6 +236,8 @@ class Channel:
         # RabbitMQ 4 takes basic.qos global=true as global=false for quorum queues: the
         # consumer gets the last prefetch count set, in a window of its own.
         quorum = isinstance(queue, QuorumQueue)
+        if quorum:
+            check_consume_arguments(queue, arguments)
         consumer = PrefetchConsumer(
             tag,
             None,

@@ -12,7 +12,7 @@ import pytest
 
 from dari.message import Message, encode_properties
 from dari.queues.broker import AMQPBroker, User
-from dari.queues.consumers import Delivery
+from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.errors import PreconditionFailed, ResourceLocked
 from dari.queues.queue import Queue, requeue
 from dari.queues.quorum import (
@@ -20,6 +20,7 @@ from dari.queues.quorum import (
     DEFAULT_DELIVERY_LIMIT,
     DELIVERY_COUNT_HEADER,
     QuorumQueue,
+    check_consume_arguments,
     delivery_limit,
 )
 from dari.storage import FlushScheduler, LogConfig
@@ -336,3 +337,72 @@ def test_transient_messages_and_the_type_survive_a_restart(tmp_path: Path) -> No
         assert all(d is not None and d.message.delivery_mode == 1 for d in got)
     finally:
         again.close()
+
+
+# ---- consumers --------------------------------------------------------------------------------
+
+
+class Sink:
+    """A consumer recording what it got."""
+
+    def __init__(self, tag: str, prefetch: int = 1, priority: int = 0) -> None:
+        self.got: list[Delivery] = []
+        self.consumer = PrefetchConsumer(tag, self.got.append, prefetch=prefetch,
+                                         priority=priority)
+
+    def ack_all(self, queue: Queue) -> None:
+        for d in self.got:
+            if queue.ack(d):
+                self.consumer.settle()
+        queue.dispatch()
+
+
+def test_single_active_consumer_goes_by_priority_after_quiescing(broker: AMQPBroker) -> None:
+    q = declare(broker, arguments={**QUORUM, "x-single-active-consumer": True})
+    for i in range(6):
+        q.publish(msg(b"%d" % i))
+    low, equal = Sink("low"), Sink("equal")
+    q.add_consumer(low.consumer)
+    q.add_consumer(equal.consumer)
+    assert [len(low.got), len(equal.got)] == [1, 0], "the first of equal priority is active"
+    high = Sink("high", priority=5)
+    q.add_consumer(high.consumer)
+    assert len(high.got) == 0, "the active consumer still holds a message: it quiesces"
+    low.ack_all(q)
+    assert [len(low.got), len(high.got)] == [1, 1], "then the higher priority takes over"
+    q.cancel_consumer(high.consumer)
+    q.requeue_all(high.got)
+    assert len(low.got) == 2 and low.got[-1].redelivered, "back to the earliest registered"
+    assert len(equal.got) == 0
+
+
+def test_single_active_consumer_of_higher_priority_takes_over_an_idle_one(
+    broker: AMQPBroker,
+) -> None:
+    q = declare(broker, arguments={**QUORUM, "x-single-active-consumer": True})
+    low, high = Sink("low"), Sink("high", priority=1)
+    q.add_consumer(low.consumer)
+    q.add_consumer(high.consumer)
+    q.publish(msg(b"x"))
+    assert (len(low.got), len(high.got)) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "text"),
+    [
+        ({"x-stream-offset": "first"},
+         f"invalid arg 'x-stream-offset' for {Q} of queue type rabbit_quorum_queue"),
+        ({"x-priority": "high"}, f"invalid arg 'x-priority' for {Q}: \"expected integer, got "
+                                 "longstr\""),
+        ({"x-consumer-timeout": -1}, f"invalid arg 'x-consumer-timeout' for {Q}: "
+                                     "{value_negative,-1}"),
+    ],
+)
+def test_consume_arguments_are_checked(
+    broker: AMQPBroker, arguments: dict[str, Any], text: str
+) -> None:
+    q = declare(broker)
+    with pytest.raises(PreconditionFailed) as info:
+        check_consume_arguments(q, arguments)
+    assert info.value.reply_text == text
+    check_consume_arguments(q, {"x-priority": -3, "x-consumer-timeout": 1000})
