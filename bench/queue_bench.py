@@ -11,6 +11,7 @@ turn's messages and acks (``flush``: one append per log per turn). Scenarios:
   durable os       durable queue, persistent messages, flush policy "os" (page cache)
   durable always   as above, confirms wait for the group-committed fsync of every turn
   publish only     durable os, no consumer: the log append path alone
+  quorum           a quorum queue (flush "os") fed transient messages, which it stores anyway
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dari.message import Message, encode_properties
 from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.queue import Queue
 from dari.queues.queue_store import QueueStore
+from dari.queues.quorum import QuorumQueue
 from dari.storage import FlushScheduler, LogConfig
 
 BODY = b"x" * 100
@@ -72,8 +74,13 @@ async def scenario(name: str, directory: Path, total: int, batch: int) -> dict:
         store = QueueStore.open(
             directory / name.replace(" ", "-"), LogConfig(flush=policy), flush_scheduler=scheduler
         )
-        queue = Queue("bench", durable=True, store=store)
-        message = _message(True)
+        if name == "quorum":
+            queue = QuorumQueue(
+                "bench", durable=True, store=store, arguments={"x-queue-type": "quorum"}
+            )
+        else:
+            queue = Queue("bench", durable=True, store=store)
+        message = _message(name != "quorum")
     consume = name != "publish only"
     elapsed = await _run(queue, message, total, batch, consume, name == "durable always")
     if consume:
@@ -100,7 +107,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="dari-queue-bench-", dir=args.dir))
     try:
         rows = []
-        for name in ("transient", "durable os", "durable always", "publish only"):
+        for name in ("transient", "durable os", "durable always", "publish only", "quorum"):
             total = args.messages if name != "durable always" else args.messages // 2
             rows.append(asyncio.run(scenario(name, root, total, args.batch)))
     finally:

@@ -40,6 +40,14 @@ from dari.queues.errors import (
 from dari.queues.permissions import FULL, NO_ACCESS, Permissions
 from dari.queues.queue import Queue
 from dari.queues.queue_store import QueueStore
+from dari.queues.quorum import (
+    QUORUM_ARGUMENTS,
+    QuorumQueue,
+    check_classic_arguments,
+    is_quorum,
+    server_named_refusal,
+)
+from dari.queues.quorum import check_declare as check_quorum_declare
 from dari.queues.stream_queue import (
     StreamQueue,
     StreamTopics,
@@ -226,6 +234,7 @@ class AMQPBroker:
                 vhost_name, name, durable=durable, auto_delete=auto_delete,
                 arguments=arguments, exclusive=exclusive_owner is not None,
             )
+        quorum = is_quorum(arguments)
         store = None
         if durable:
             store = QueueStore.open(
@@ -233,7 +242,7 @@ class AMQPBroker:
                 self.queue_log_config,
                 flush_scheduler=self.flusher,
             )
-        return Queue(
+        return (QuorumQueue if quorum else Queue)(
             name,
             durable=durable,
             exclusive_owner=exclusive_owner,
@@ -295,6 +304,8 @@ class AMQPBroker:
         vhost = self.vhosts[vhost_name]
         generated = not name and not passive
         if generated:
+            if is_quorum(arguments):
+                raise server_named_refusal()
             name = "amq.gen-" + secrets.token_urlsafe(16)
         elif name.startswith("amq.") and not passive:  # even when it exists, as RabbitMQ
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
@@ -314,6 +325,13 @@ class AMQPBroker:
             return existing
         if passive:
             raise NotFound(f"no {resource('queue', name, vhost_name)}")
+        if is_quorum(arguments):
+            check_quorum_declare(
+                name, vhost_name, durable=durable, exclusive=exclusive_owner is not None,
+                auto_delete=auto_delete, arguments=arguments,
+            )
+        elif not is_stream(arguments):
+            check_classic_arguments(name, vhost_name, arguments)
         queue = self._make_queue(
             vhost_name,
             name,
@@ -415,8 +433,11 @@ def _check_equivalent(
         raise refuse("durable", _bool(durable), _bool(queue.durable))
     if queue.auto_delete != auto_delete:
         raise refuse("auto_delete", _bool(auto_delete), _bool(queue.auto_delete))
-    for key in _COMPARED_ARGS:
+    compared = QUORUM_ARGUMENTS if isinstance(queue, QuorumQueue) else _COMPARED_ARGS
+    for key in compared:
         new, old = arguments.get(key), queue.arguments.get(key)
+        if key == "x-queue-type":  # RabbitMQ 4 declares "classic" when none is given
+            new, old = _queue_type(new), _queue_type(old)
         if new != old or type(new) is not type(old):
             if new is None or old is None:
                 received = "none" if new is None else _typed_value(arguments, key)
@@ -426,6 +447,12 @@ def _check_equivalent(
                     f"current is {current}"
                 )
             raise refuse(key, str(new), str(old))
+
+
+def _queue_type(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return "classic" if value is None or value == "" else value
 
 
 def _typed_value(table: Mapping[str, Any], key: str) -> str:

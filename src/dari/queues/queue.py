@@ -40,8 +40,7 @@ from dari.queues.queue_store import QueueStore
 from dari.queues.values import type_name
 
 OVERFLOW_POLICIES = ("drop-head", "reject-publish", "reject-publish-dlx")
-# Accepted for compatibility; every queue here is a classic queue (quorum and stream
-# declarations get one, as a single-node broker can offer nothing more).
+# classic: this module's Queue; quorum: queues.quorum.QuorumQueue; stream: queues.stream_queue
 QUEUE_TYPES = ("classic", "quorum", "stream")
 QUEUE_MODES = ("default", "lazy")
 # reasons given to the dead-letter callback (RabbitMQ's x-death "reason")
@@ -161,6 +160,9 @@ class QueueArguments:
                 raise bad(key, f"{{unacceptable_type,{type_name(table, key)}}}")
             return value
 
+        queue_type = text("x-queue-type") or "classic"  # checked first, as RabbitMQ does
+        if queue_type not in QUEUE_TYPES:
+            raise bad("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
         expires = integer("x-expires", 1)
         message_ttl = integer("x-message-ttl", 0)
         dlx = table.get("x-dead-letter-exchange")
@@ -188,9 +190,6 @@ class QueueArguments:
                 "x-single-active-consumer",
                 f"{{unacceptable_type,{type_name(table, 'x-single-active-consumer')}}}",
             )
-        queue_type = text("x-queue-type") or "classic"
-        if queue_type not in QUEUE_TYPES:
-            raise bad("x-queue-type", f"\"unsupported queue type '{queue_type}'\"")
         return cls(
             message_ttl=message_ttl,
             max_length=max_length,
@@ -218,6 +217,9 @@ class _Group:
 
 class Queue:
     """One AMQP queue; see the module docstring."""
+
+    # True: transient messages are stored (and recovered) like persistent ones (quorum queues)
+    persists_all = False
 
     def __init__(
         self,
@@ -364,7 +366,7 @@ class Queue:
                 self.dispatch()
             return result
         offset = -1
-        if message.delivery_mode == 2 and self.store is not None:
+        if self.store is not None and (message.delivery_mode == 2 or self.persists_all):
             offset = self.store.append(message, now)
             message = message.with_offset(offset)
         position = self._next_position
@@ -391,7 +393,7 @@ class Queue:
             self._paged_from = offset
         self._paged_count += 1
         self._paged_bytes += len(message.body)
-        durable = message.delivery_mode == 2 and self.store is not None
+        durable = self.store is not None and (message.delivery_mode == 2 or self.persists_all)
         return PublishResult(True, offset) if durable else _ACCEPTED
 
     def _page_in(self) -> None:
@@ -668,6 +670,12 @@ class Queue:
         self.dispatch()
         return len(entries)
 
+    def return_all(self, deliveries: Iterable[Delivery]) -> int:
+        """Deliveries handed back without a failure (basic.nack with requeue, basic.recover):
+        a classic queue requeues them as ``requeue_all`` does; a quorum queue does not count
+        them as failed deliveries."""
+        return self.requeue_all(deliveries)
+
     @property
     def unacked(self) -> list[Delivery]:
         return list(self._unacked.values())
@@ -773,7 +781,7 @@ class Queue:
         budget = self._memory_bytes
         transient: list[int] = []
         for timestamp, message in store.iter_unacked():
-            if message.delivery_mode != 2:
+            if message.delivery_mode != 2 and not self.persists_all:
                 transient.append(message.offset)
                 continue
             size = len(message.body)
@@ -811,9 +819,18 @@ def _expiry(message: Message, enqueued_ms: int, ttl: int | None) -> int | None:
     return None if limit is None else enqueued_ms + limit
 
 
-def requeue(deliveries: Iterable[Delivery]) -> int:
-    """Requeue deliveries that may come from several queues (a closing channel's unacked)."""
+def requeue(deliveries: Iterable[Delivery], failed: bool = True) -> int:
+    """Requeue deliveries that may come from several queues (a closing channel's unacked).
+
+    ``failed`` (basic.reject, a closed channel) marks them as failed deliveries, which quorum
+    queues count against their delivery limit; basic.nack and basic.recover pass False."""
     by_queue: dict[int, tuple[Queue, list[Delivery]]] = {}
     for d in deliveries:
         by_queue.setdefault(id(d.queue), (d.queue, []))[1].append(d)
-    return sum(queue.requeue_all(items) for queue, items in by_queue.values())
+    if failed:
+        return sum(queue.requeue_all(items) for queue, items in by_queue.values())
+    # a queue kind without return_all (streams) requeues both alike
+    return sum(
+        getattr(queue, "return_all", queue.requeue_all)(items)
+        for queue, items in by_queue.values()
+    )

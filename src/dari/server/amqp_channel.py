@@ -32,6 +32,7 @@ from dari.queues.direct_reply import REPLY_PREFIX, REPLY_QUEUE, REPLY_QUEUE_BYTE
 from dari.queues.errors import PreconditionFailed, QueuesError
 from dari.queues.permissions import READ
 from dari.queues.queue import Queue, requeue
+from dari.queues.quorum import QuorumQueue, check_consume_arguments
 from dari.queues.stream_queue import OFFSET_HEADER, StreamQueue
 from dari.server.amqp_access import ChannelAccess
 from dari.server.amqp_admin import QUEUE_NAME_SHORTCUT, ChannelAdmin
@@ -232,13 +233,18 @@ class Channel:
         priority = arguments.get("x-priority", 0)
         unacked = self.unacked
         ref: list[PrefetchConsumer] = []
+        # RabbitMQ 4 takes basic.qos global=true as global=false for quorum queues: the
+        # consumer gets the last prefetch count set, in a window of its own.
+        quorum = isinstance(queue, QuorumQueue)
+        if quorum:
+            check_consume_arguments(queue, arguments)
         consumer = PrefetchConsumer(
             tag,
             None,
             on_deliver_many=self._make_deliver(ref, tag),
             no_ack=method.no_ack,
-            prefetch=unacked.prefetch_count,
-            channel_credit=unacked.channel_credit,
+            prefetch=unacked.last_prefetch_count if quorum else unacked.prefetch_count,
+            channel_credit=None if quorum else unacked.channel_credit,
             priority=priority if isinstance(priority, int) else 0,
             exclusive=method.exclusive,
             on_cancel=lambda: self._server_cancel(tag),
@@ -397,7 +403,8 @@ class Channel:
             self.tx.settle(method)
             return
         entries = self._take(method.delivery_tag, method.multiple, _NACK)
-        self._reject_entries(entries, method.requeue)
+        # a nack hands messages back without failing them (quorum queues do not count it)
+        self._reject_entries(entries, method.requeue, failed=False)
 
     def _basic_reject(self, method: Reject) -> None:
         if self.tx is not None:
@@ -406,10 +413,12 @@ class Channel:
         entries = self._take(method.delivery_tag, False, _REJECT)
         self._reject_entries(entries, method.requeue)
 
-    def _reject_entries(self, entries: list[Entry], requeue_them: bool) -> None:
+    def _reject_entries(
+        self, entries: list[Entry], requeue_them: bool, failed: bool = True
+    ) -> None:
         self.unacked.settle(entries)
         if requeue_them:
-            requeue(delivery for delivery, _c in entries)
+            requeue((delivery for delivery, _c in entries), failed)
             return
         for delivery, _consumer in entries:
             delivery.queue.reject(delivery, False)
@@ -418,7 +427,7 @@ class Channel:
     def _basic_recover(self, method: Any) -> None:
         if not method.requeue:
             raise self._not_implemented("requeue=false", (60, 110))
-        self._reject_entries(self.unacked.take_all(), True)
+        self._reject_entries(self.unacked.take_all(), True, failed=False)
         if isinstance(method, commands.Basic.Recover):
             self._send(commands.Basic.RecoverOk())
 

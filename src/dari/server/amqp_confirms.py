@@ -102,8 +102,13 @@ class PublisherConfirms:
                 self._nack(seq, False)
             if failed:
                 self._nack(upto, True)
-            elif upto > self._acked_upto:
-                self._ack(upto, True)
+            else:
+                # the ack must not name a nacked number: clients confirm by the tag named
+                last = upto
+                while nacks and last in nacks and last > self._acked_upto:
+                    last -= 1
+                if last > self._acked_upto:
+                    self._ack(last, True)
             self._acked_upto = max(self._acked_upto, upto)
 
     def close(self) -> None:

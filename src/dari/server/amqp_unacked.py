@@ -25,15 +25,19 @@ class UnackedDeliveries:
     store per message, no call); everything else goes through the methods.
     """
 
-    __slots__ = ("channel_credit", "entries", "next_tag", "prefetch_count")
+    __slots__ = ("channel_credit", "entries", "last_prefetch_count", "next_tag", "prefetch_count")
 
     def __init__(self) -> None:
         self.entries: dict[int, Entry] = {}
         self.next_tag = 1
         self.prefetch_count = 0  # basic.qos global=false: for consumers created afterwards
         self.channel_credit = Credit(0)  # basic.qos global=true: shared by the channel
+        # the last basic.qos of either kind: quorum consumers' window (RabbitMQ 4 has no
+        # global qos for them)
+        self.last_prefetch_count = 0
 
     def set_qos(self, prefetch_count: int, global_: bool) -> None:
+        self.last_prefetch_count = prefetch_count
         if global_:
             self.channel_credit.limit = prefetch_count
         else:

@@ -456,6 +456,46 @@ async def test_global_prefetch_window_is_shared_by_the_channel(host: Host):
     assert tags(host.replies()) == [4, 5]
 
 
+async def test_global_prefetch_is_a_per_consumer_window_on_quorum_queues(host: Host):
+    quorum = {"x-queue-type": "quorum"}
+    declare(host, "q", durable=True, arguments=quorum)
+    declare(host, "r", durable=True, arguments=quorum)
+    host.feed_bytes(b"".join(publish(1, q, b"%d" % i) for i in range(5) for q in "qr"))
+    host.feed(1, commands.Basic.Qos(prefetch_count=2, global_=True))
+    host.methods()
+    host.feed(1, commands.Basic.Consume(queue="q", consumer_tag="a"))
+    assert tags(host.replies()) == [1, 2]
+    host.feed(1, commands.Basic.Consume(queue="r", consumer_tag="b"))
+    assert tags(host.replies()) == [3, 4], "RabbitMQ 4: no shared window for quorum queues"
+
+
+async def test_reject_counts_a_failed_delivery_nack_and_recover_do_not(host: Host):
+    declare(host, "q", durable=True, arguments={"x-queue-type": "quorum"})
+    host.feed_bytes(publish(1, "q", b"m"))
+
+    def get() -> tuple[int, Any]:
+        host.feed(1, commands.Basic.Get(queue="q"))
+        frames = host.replies()
+        [ok] = [v for _c, v in frames if isinstance(v, commands.Basic.GetOk)]
+        [header] = [v for _c, v in frames if isinstance(v, pheader.ContentHeader)]
+        headers = header.properties.headers or {}
+        return ok.delivery_tag, (headers.get("x-delivery-count"),
+                                 headers.get("x-acquired-count"))
+
+    tag, counts = get()
+    assert counts == (None, None)
+    host.feed(1, commands.Basic.Nack(delivery_tag=tag, requeue=True))
+    tag, counts = get()
+    assert counts == (None, 1)
+    host.feed(1, commands.Basic.Recover(requeue=True))
+    assert host.methods() == [commands.Basic.RecoverOk()]
+    tag, counts = get()
+    assert counts == (None, 2)
+    host.feed(1, commands.Basic.Reject(delivery_tag=tag, requeue=True))
+    tag, counts = get()
+    assert counts == (1, 3)
+
+
 async def test_raising_the_window_dispatches_at_once(host: Host):
     declare(host, "q")
     host.feed_bytes(b"".join(publish(1, "q", b"%d" % i) for i in range(3)))

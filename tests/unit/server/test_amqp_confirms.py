@@ -83,7 +83,20 @@ async def test_refused_publishes_are_nacked_before_the_turns_ack() -> None:
     for result in results:
         confirms.stored(confirms.next_seq(), queue, result)
     confirms.end_of_turn()
-    assert wire.take() == [("nack", 2, False), ("nack", 4, False), ("ack", 4, True)]
+    # the turn's ack names its last accepted publish, never a nacked one (pika confirms by
+    # the tag named and fails on a second confirm of a nacked tag)
+    assert wire.take() == [("nack", 2, False), ("nack", 4, False), ("ack", 3, True)]
+
+
+async def test_a_turn_of_refused_publishes_is_not_acked() -> None:
+    wire = Wire()
+    confirms = wire.confirms()
+    queue = Queue("q")
+    confirms.stored(confirms.next_seq(), queue, ACCEPTED)
+    confirms.end_of_turn()
+    confirms.stored(confirms.next_seq(), queue, REFUSED)
+    confirms.end_of_turn()
+    assert wire.take() == [("ack", 1, True), ("nack", 2, False)]
 
 
 async def test_a_turn_waiting_for_a_flush_holds_back_later_turns(durable_queue: Queue) -> None:
