@@ -4,6 +4,7 @@ limit, restarts, and the share-group admin APIs."""
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import AcknowledgeType, Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import ConfigResource, ResourceType
 from kio.schema.alter_share_group_offsets.v0.request import (
     AlterShareGroupOffsetsRequest,
     AlterShareGroupOffsetsRequestPartition,
@@ -23,12 +25,14 @@ from kio.schema.delete_share_group_offsets.v0.request import (
     DeleteShareGroupOffsetsRequest,
     DeleteShareGroupOffsetsRequestTopic,
 )
+from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
 from kio.schema.describe_share_group_offsets.v1.request import (
     DescribeShareGroupOffsetsRequest,
     DescribeShareGroupOffsetsRequestGroup,
     DescribeShareGroupOffsetsRequestTopic,
 )
 from kio.schema.errors import ErrorCode
+from kio.schema.join_group.v5.request import JoinGroupRequest, JoinGroupRequestProtocol
 from kio.schema.list_groups.v5.request import ListGroupsRequest
 from kio.schema.share_group_describe.v1.request import ShareGroupDescribeRequest
 
@@ -428,8 +432,6 @@ def test_a_classic_group_id_cannot_become_a_share_group(
 
 
 def test_describe_and_alter_group_configs(share_broker: Broker, group: str) -> None:
-    from confluent_kafka.admin import ConfigResource, ResourceType
-
     bootstrap = share_broker.bootstrap
     set_group_configs(bootstrap, group, share_record_lock_duration_ms=5000)
     client = admin(bootstrap)
@@ -443,3 +445,34 @@ def test_describe_and_alter_group_configs(share_broker: Broker, group: str) -> N
     assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG
     with pytest.raises(KafkaException):
         set_group_configs(bootstrap, group, share_auto_offset_reset="sometimes")
+
+
+def test_a_share_group_id_cannot_join_as_a_classic_group(
+    share_broker: Broker, topic: str, group: str
+) -> None:
+    bootstrap = share_broker.bootstrap
+    new_group(bootstrap, topic, group, 1)
+    c = share_consumer(bootstrap, group)
+    try:
+        c.subscribe([topic])
+        got: list = []
+        poll_until([c], lambda: len(got) >= 1, "one record", lambda _i, m: got.append(m))
+        joined = kio_call(
+            bootstrap,
+            JoinGroupRequest(
+                group_id=group,
+                session_timeout=datetime.timedelta(seconds=10),
+                rebalance_timeout=datetime.timedelta(seconds=10),
+                member_id="",
+                group_instance_id=None,
+                protocol_type="consumer",
+                protocols=(JoinGroupRequestProtocol(name="range", metadata=b""),),
+            ),
+        )
+        assert joined.error_code == ErrorCode.inconsistent_group_protocol
+        described = kio_call(
+            bootstrap, DescribeGroupsRequest(groups=(group,), include_authorized_operations=False)
+        )
+        assert described.groups[0].error_code == ErrorCode.group_id_not_found
+    finally:
+        c.close()
