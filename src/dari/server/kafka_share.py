@@ -53,6 +53,9 @@ ZERO = timedelta(0)
 NO_ERROR = ErrorCode.none
 DEFAULT_MAX_RECORDS = 500
 SWEEP_INTERVAL_S = 5.0
+# Bytes read per partition and fetch: enough for a full poll of small records, and a backlog
+# is never read whole only to acquire max.poll.records of it (at least one batch is read).
+PARTITION_READ_BYTES = 1 << 20
 _ACK_CODES = {ShareAckError.INVALID_RECORD_STATE: ErrorCode.invalid_record_state}
 _MESSAGES = {
     ErrorCode.invalid_record_state: "The record state is invalid. The acknowledgement of "
@@ -454,7 +457,7 @@ class ShareService:
             if start is None:
                 continue
             try:
-                data = partition.read(start, budget)
+                data = partition.read(start, min(budget, PARTITION_READ_BYTES))
             except OffsetOutOfRangeError:
                 share.advance_log_start(partition.log_start_offset)
                 continue
