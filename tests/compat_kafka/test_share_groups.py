@@ -182,36 +182,61 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_records_of_a_killed_consumer_go_to_another_after_the_lock_timeout(
-    share_broker: Broker, topic: str, group: str
-) -> None:
-    new_group(share_broker.bootstrap, topic, group, 5, share_record_lock_duration_ms=2000)
+def start_holder(bootstrap: str, group: str, topic: str, records: int) -> subprocess.Popen:
+    """A ShareConsumer in a subprocess that acquires ``records`` records and never acks."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, share_broker.bootstrap, group, topic],
+        [sys.executable, "-c", HOLDER, bootstrap, group, topic],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline().decode()
-        assert line.startswith("holding 5"), line
-    finally:
-        holder.kill()
-        holder.wait()
-    c = share_consumer(share_broker.bootstrap, group, **EXPLICIT)
+    assert holder.stdout is not None
+    line = holder.stdout.readline().decode()
+    assert line.startswith(f"holding {records}"), line
+    return holder
+
+
+def take_over(bootstrap: str, group: str, topic: str, records: int) -> list[tuple[int, int]]:
+    """(offset, delivery count) of ``records`` records a second consumer gets and accepts."""
+    c = share_consumer(bootstrap, group, **EXPLICIT)
     try:
         c.subscribe([topic])
         got: list = []
         poll_until(
-            [c], lambda: len(got) >= 5, "the killed consumer's records", lambda _i, m: got.append(m)
+            [c], lambda: len(got) >= records, "the held records", lambda _i, m: got.append(m)
         )
-        assert [(m.offset(), m.delivery_count()) for m in got] == [(i, 2) for i in range(5)]
         for m in got:
             c.acknowledge(m)
         c.commit_sync()
     finally:
         c.close()
+    return [(m.offset(), m.delivery_count()) for m in got]
+
+
+def test_records_of_a_killed_consumer_go_to_another(
+    share_broker: Broker, topic: str, group: str
+) -> None:
+    # Its connection drops, which ends its share session and releases its records (Kafka
+    # 4.1+); the lock timeout would release them too.
+    new_group(share_broker.bootstrap, topic, group, 5, share_record_lock_duration_ms=60_000)
+    holder = start_holder(share_broker.bootstrap, group, topic, 5)
+    holder.kill()
+    holder.wait()
+    got = take_over(share_broker.bootstrap, group, topic, 5)
+    assert got == [(i, 2) for i in range(5)]
+
+
+def test_records_whose_lock_timed_out_go_to_another(
+    share_broker: Broker, topic: str, group: str
+) -> None:
+    new_group(share_broker.bootstrap, topic, group, 5, share_record_lock_duration_ms=2000)
+    holder = start_holder(share_broker.bootstrap, group, topic, 5)
+    try:  # the holder stays connected and silent: only the lock timeout frees its records
+        got = take_over(share_broker.bootstrap, group, topic, 5)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert got == [(i, 2) for i in range(5)]
 
 
 def test_the_delivery_limit_archives_a_poison_record(
