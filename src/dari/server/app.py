@@ -26,10 +26,14 @@ from dari.server.kafka import KafkaConnection
 from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
 from dari.server.kafka_handlers import KafkaHandlers
+from dari.server.kafka_share import ShareService
 from dari.storage import FlushScheduler, LogConfig, LogStore, PartitionLog
 from dari.storage.store import run_cleaner, run_maintenance
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
+from dari.streams.share.coordinator import ShareCoordinator
+from dari.streams.share.group_configs import GroupConfigs
+from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager, remove_orphan_dirs
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,8 @@ class Broker:
         self.producer_states = ProducerStates()
         self.tasks: set[asyncio.Task[None]] = set()
         self.groups: GroupService | None = None
+        self.share: ShareService | None = None
+        self.share_store: ShareStateStore | None = None
         self.amqp: AMQPBroker | None = None
         self.amqp_server: asyncio.Server | None = None
         self.amqp_address: tuple[str, int] | None = None
@@ -137,6 +143,7 @@ class Broker:
             advertised=self._advertised,
         )
         handlers.table.update(admin.table)
+        self._open_share_groups(settings, handlers, admin)
         host, port = parse_hostport(settings["kafka"])
         max_request = settings["socket.request.max.bytes"]
         self.kafka_server = await loop.create_server(
@@ -155,6 +162,24 @@ class Broker:
             run_maintenance(self._all_logs, interval, after_pass=self.producer_states.snapshot_all)
         )
         self._spawn(run_cleaner(self._all_logs, settings["log.cleaner.backoff.ms"] / 1000))
+
+    def _open_share_groups(
+        self, settings: Settings, handlers: KafkaHandlers, admin: KafkaAdmin
+    ) -> None:
+        """Share groups (KIP-932): their stored ack state, group configs, APIs and timers."""
+        assert self.topics is not None and self.groups is not None
+        meta = settings.data_dir / ".meta"
+        self.share_store = ShareStateStore(meta / "share")
+        configs = GroupConfigs(meta / "group_configs.json", settings.values)
+        coordinator = ShareCoordinator(
+            self.topics, self.share_store, configs, is_classic_group=self.groups.has_group
+        )
+        coordinator.load()
+        self.share = ShareService(coordinator, self.topics, self.topics.waiters)
+        handlers.table.update(self.share.table)
+        self.groups.share = coordinator
+        admin.group_configs = configs
+        self._spawn(self.share.sweep_forever())
 
     async def _start_amqp(self, settings: Settings) -> None:
         """Recover durable AMQP definitions and queues, then listen."""
@@ -282,6 +307,8 @@ class Broker:
             task.cancel()
         if self.groups is not None:
             self.groups.close()  # no more group timers; pending joins end with their connections
+        if self.share is not None:
+            self.share.close()
         # Let queued responses (e.g. produce waiting for fsync) finish, within bounds.
         deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
         while any(conn.queue for conn in self.connections):
@@ -296,6 +323,8 @@ class Broker:
         if self.flusher is not None:
             await self.flusher.aclose()
         self.producer_states.snapshot_all(closing=True)
+        if self.share_store is not None:
+            self.share_store.close()  # acknowledged records stay done after a clean stop
         if self.amqp is not None:
             self.amqp.close()
         if self.topics is not None:
