@@ -333,10 +333,7 @@ class TopicQueue:
     @property
     def message_count(self) -> int:
         """Records ready for delivery (approximate: the share state's count)."""
-        try:
-            return sum(p.available for p in self.topic.partitions)
-        except LogClosedError:
-            return 0
+        return sum(p.available for p in self.topic.partitions)
 
     @property
     def consumer_count(self) -> int:
@@ -381,10 +378,9 @@ class TopicQueue:
         topic's flush policy is "os", the confirm waits for ``wait_durable``."""
         if self.deleted:
             return _REFUSED
-        try:
-            partition = self._partition_for(message.routing_key)
-        except LogClosedError:
+        if not self.topic.partitions:  # the topic was deleted under the queue
             return _REFUSED
+        partition = self._partition_for(message.routing_key)
         now = int(self._clock() * 1000)
         if message.record is None:
             batch = encode_message_batch([(message, now)])
@@ -527,20 +523,14 @@ class TopicQueue:
     def _acquire(self, want: int) -> list[tuple[Message, SharedPartition, int, bool]]:
         """Up to ``want`` records from the partitions (the first in turn first), as messages
         ready to deliver with (partition, offset, redelivered)."""
-        try:
-            partitions = self.topic.partitions
-        except LogClosedError:
-            return []
+        partitions = self.topic.partitions
         count = len(partitions)
         out: list[tuple[Message, SharedPartition, int, bool]] = []
         start = self._next_partition % count if count else 0
         self._next_partition = start + 1
         for i in range(count):
             partition = partitions[(start + i) % count]
-            try:
-                ranges = partition.acquire(want - len(out))
-            except LogClosedError:
-                continue
+            ranges = partition.acquire(want - len(out))
             if ranges:
                 self._read_acquired(partition, ranges, out)
             if len(out) >= want:
@@ -558,39 +548,37 @@ class TopicQueue:
         gaps: list[int] = []
         for run in ranges:
             offset, last, count = run.first_offset, run.last_offset, run.delivery_count
+            redelivered = count > 1
             while offset <= last:
-                try:
-                    data = partition.read(offset, _READ_BYTES)
-                except Exception:  # out of range (retention) or the topic went away
-                    data = b""
+                data = partition.read(offset, _READ_BYTES)  # b"": gone (retention, deleted)
                 if not data:
-                    gaps.extend(range(offset, last + 1))
                     break
+                before = offset
                 for header, batch in iter_batches(data):
                     if header.base_offset > last:
                         break
-                    if header.is_control:
-                        continue
-                    for record in iter_records(batch):
-                        at = record.offset
-                        if at < offset:
-                            continue
-                        if at > last:
-                            break
-                        gaps.extend(range(offset, at))
-                        out.append(
-                            (self._message(record, partition.index, count), partition, at,
-                             count > 1)
-                        )
-                        offset = at + 1
-                    offset = max(offset, min(header.next_offset, last + 1))
-                else:
-                    continue
-                break
+                    if not header.is_control:
+                        for record in iter_records(batch):
+                            at = record.offset
+                            if at < offset:
+                                continue
+                            if at > last:
+                                break
+                            if at > offset:
+                                gaps.extend(range(offset, at))
+                            message = self._message(record, partition.index, count)
+                            out.append((message, partition, at, redelivered))
+                            offset = at + 1
+                    end = min(header.next_offset, last + 1)
+                    if end > offset:  # offsets of the batch without a record
+                        gaps.extend(range(offset, end))
+                        offset = end
+                if offset == before:
+                    break
             if offset <= last:
                 gaps.extend(range(offset, last + 1))
         if gaps:
-            partition.accept(sorted(set(gaps)))
+            partition.accept(gaps)
 
     def _message(self, record: Record, partition: int, delivery_count: int) -> Message:
         message = Message.from_record(record)
@@ -719,10 +707,7 @@ class TopicQueue:
 
     def purge(self) -> int:
         """queue.purge: archive every record not acquired (acquired ones stay outstanding)."""
-        try:
-            return sum(p.purge() for p in self.topic.partitions)
-        except LogClosedError:
-            return 0
+        return sum(p.purge() for p in self.topic.partitions)
 
     def delete(self) -> int:
         """queue.delete: consumers are cancelled and the share group's state is deleted; the

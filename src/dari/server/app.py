@@ -22,6 +22,7 @@ from dari.server.alarms import Limits, ResourceMonitor
 from dari.server.amqp import AMQPServerConnection
 from dari.server.amqp_expiry import expire_forever
 from dari.server.amqp_streams import TopicStreams
+from dari.server.amqp_topic_queues import TopicShareGroups
 from dari.server.kafka import KafkaConnection
 from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
@@ -30,6 +31,7 @@ from dari.storage import FlushScheduler, LogConfig, LogStore, PartitionLog
 from dari.storage.store import run_cleaner, run_maintenance
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
+from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager, remove_orphan_dirs
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Broker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.groups: GroupService | None = None
         self.amqp: AMQPBroker | None = None
+        self.share_states: ShareStateStore | None = None
         self.amqp_server: asyncio.Server | None = None
         self.amqp_address: tuple[str, int] | None = None
         self.amqp_connections: set[AMQPServerConnection] = set()
@@ -156,6 +159,15 @@ class Broker:
         )
         self._spawn(run_cleaner(self._all_logs, settings["log.cleaner.backoff.ms"] / 1000))
 
+    def _topic_shares(self, settings: Settings) -> TopicShareGroups | None:
+        """The share groups AMQP queues over topics work off, journaled in .meta/share."""
+        if self.topics is None:
+            return None
+        self.share_states = ShareStateStore(settings.data_dir / ".meta" / "share")
+        return TopicShareGroups(
+            self.topics, self.share_states, auto_create=settings["auto.create.topics.enable"]
+        )
+
     async def _start_amqp(self, settings: Settings) -> None:
         """Recover durable AMQP definitions and queues, then listen."""
         assert self.flusher is not None
@@ -182,6 +194,7 @@ class Broker:
             settings.data_dir, self.flusher, queue_config, users, vhosts,
             queue_memory_bytes=settings["amqp.queue.memory.bytes"],
             topics=TopicStreams(self.topics) if self.topics is not None else None,
+            topic_shares=self._topic_shares(settings),
         )
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
         self._spawn(expire_forever(self.amqp))
@@ -298,6 +311,8 @@ class Broker:
         self.producer_states.snapshot_all(closing=True)
         if self.amqp is not None:
             self.amqp.close()
+        if self.share_states is not None:
+            self.share_states.close()
         if self.topics is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.topics.close)
         self.store.close()

@@ -1,0 +1,277 @@
+"""The topics AMQP queues over topics work off: ``queues.topic_queue.TopicShares`` over the
+Kafka side's ``TopicManager`` and share-partition state (``streams.share``).
+
+A queue's share group holds one ``SharePartition`` per partition of its topic, journaled by
+the ``ShareStateStore`` under the group's name, so acknowledgements survive restarts and a
+Kafka share group of that name works on the very same state. The AMQP side is one member of
+the group (``AMQP_MEMBER``): which AMQP consumer holds which record is the queue's own
+business. Its records are acquired with a lock that never times out — an AMQP delivery is
+outstanding until its channel settles it or closes — while Kafka members' locks do.
+
+Publishes pick a partition with Kafka's default keyed partitioner (murmur2 of the key,
+``toPositive(hash) % partitions``), the routing key being the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from dari.queues.errors import NotFound, PreconditionFailed
+from dari.storage import LogClosedError, PartitionLog
+from dari.streams.errors import OffsetOutOfRangeError, StreamsError
+from dari.streams.partition import AppendResult, Partition
+from dari.streams.share.partition import (
+    AcknowledgeType,
+    AcquiredRange,
+    RecordState,
+    SharePartition,
+)
+from dari.streams.share.state_store import ShareStateStore
+from dari.streams.topics import Topic, TopicManager
+
+AMQP_MEMBER = "amqp"  # the member the AMQP side acquires as (Kafka member ids are UUIDs)
+_PURGE_MEMBER = "amqp-purge"
+_FOREVER_MS = 1 << 60  # "now" for AMQP acquisitions: their locks never run out
+_KEY_CACHE = 4096  # routing keys whose partition is remembered
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (a signed 32-bit result), which its default partitioner
+    applies to record keys."""
+    m = 0x5BD1E995
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra == 3:
+        h ^= data[end + 2] << 16
+    if extra >= 2:
+        h ^= data[end + 1] << 8
+    if extra >= 1:
+        h ^= data[end]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Kafka's keyed partition choice: ``toPositive(murmur2(key)) % partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class SharedTopicPartition:
+    """One topic partition and the group's ``SharePartition`` of it, as a topic queue uses
+    them (``queues.topic_queue.SharedPartition``); owned by its ``SharedTopicGroup``."""
+
+    __slots__ = ("_clock", "index", "log", "partition", "share")
+
+    def __init__(
+        self, partition: Partition, share: SharePartition, clock: Callable[[], float]
+    ) -> None:
+        self.partition = partition
+        self.index = partition.index
+        self.log: PartitionLog = partition.log
+        self.share = share
+        self._clock = clock
+
+    def append(self, records: bytes) -> AppendResult:
+        return self.partition.append(records)
+
+    def read(self, offset: int, max_bytes: int) -> bytes | memoryview:
+        """Batches from ``offset``; b"" when it left the log (retention) or the topic went."""
+        try:
+            return self.partition.read(offset, max_bytes)
+        except (OffsetOutOfRangeError, StreamsError, LogClosedError):
+            return b""
+
+    def acquire(self, max_records: int) -> list[AcquiredRange]:
+        share = self.share
+        plog = self.log
+        if plog.closed:
+            return []
+        share.advance_log_start(plog.log_start_offset)
+        share.expire_locks(int(self._clock() * 1000))  # Kafka members' lapsed locks
+        return share.acquire(AMQP_MEMBER, max_records, _FOREVER_MS, plog.log_end_offset)
+
+    def accept(self, offsets: Sequence[int]) -> None:
+        self._acknowledge(offsets, AcknowledgeType.ACCEPT)
+
+    def reject(self, offsets: Sequence[int]) -> None:
+        self._acknowledge(offsets, AcknowledgeType.REJECT)
+
+    def release(self, offsets: Sequence[int]) -> list[int]:
+        """RELEASE ``offsets``; those that reached the delivery limit are archived instead
+        (below the share start offset afterwards, or in state ARCHIVED) and returned."""
+        self._acknowledge(offsets, AcknowledgeType.RELEASE)
+        share = self.share
+        archived = []
+        for offset in offsets:
+            state = share.state_of(offset)
+            if state is None or state[0] == RecordState.ARCHIVED:
+                archived.append(offset)
+        return archived
+
+    def _acknowledge(self, offsets: Sequence[int], kind: AcknowledgeType) -> None:
+        """One acknowledgement per run of consecutive offsets (``offsets`` ascending). An
+        offset no longer held (its state was reset, or deleted with the topic) is skipped."""
+        if not offsets:
+            return
+        acknowledge = self.share.acknowledge
+        first = last = offsets[0]
+        for offset in offsets[1:]:
+            if offset == last + 1:
+                last = offset
+                continue
+            acknowledge(AMQP_MEMBER, first, last, kind)
+            first = last = offset
+        acknowledge(AMQP_MEMBER, first, last, kind)
+
+    @property
+    def available(self) -> int:
+        """Records not acquired, acknowledged or archived."""
+        share = self.share
+        if self.log.closed:
+            return 0
+        share.advance_log_start(self.log.log_start_offset)
+        return max(0, share.lag(self.log.log_end_offset) - share.acquired)
+
+    def purge(self) -> int:
+        """Archive every available record; acquired ones stay outstanding."""
+        share = self.share
+        if self.log.closed:
+            return 0
+        end = self.log.log_end_offset
+        share.advance_log_start(self.log.log_start_offset)
+        if not share.acquired:
+            count = share.lag(end)
+            share.reset(end)
+            return count
+        count = 0
+        while True:
+            ranges = share.acquire(_PURGE_MEMBER, 1 << 30, _FOREVER_MS, end)
+            if not ranges:
+                return count
+            for run in ranges:
+                share.acknowledge(_PURGE_MEMBER, run.first_offset, run.last_offset,
+                                  AcknowledgeType.GAP)
+                count += run.last_offset - run.first_offset + 1
+
+
+class SharedTopicGroup:
+    """A topic worked off by one share group (``queues.topic_queue.SharedTopic``); made by
+    ``TopicShareGroups.open``, owned by the queue over it (event loop thread)."""
+
+    def __init__(
+        self,
+        owner: TopicShareGroups,
+        topic: Topic,
+        group: str,
+        start: str,
+        delivery_limit: int | None,
+    ) -> None:
+        self._owner = owner
+        self.topic = topic
+        self.group = group
+        self.start = start
+        self.delivery_limit = delivery_limit
+        self._partitions: list[SharedTopicPartition] = []
+        self._key_partitions: dict[str, SharedTopicPartition] = {}
+        self._grow()
+
+    @property
+    def partitions(self) -> Sequence[SharedTopicPartition]:
+        """The partitions of the topic now (partitions added by Kafka clients included); the
+        topic deleted, none."""
+        current = self._owner.topics.get(self.topic.name)
+        if current is not self.topic:
+            return ()
+        if len(self._partitions) != len(current.partitions):
+            self._grow()
+        return self._partitions
+
+    def _grow(self) -> None:
+        journal = self._owner.store.journal(self.group)
+        topic_id = self.topic.topic_id.bytes
+        for index in range(len(self._partitions), len(self.topic.partitions)):
+            partition = self.topic.partition(index)
+            assert partition is not None
+            start = partition.log_start_offset if self.start == "first" else (
+                partition.high_watermark
+            )
+            share = SharePartition(start)
+            if self.delivery_limit is not None:
+                share.delivery_limit = self.delivery_limit
+            journal.attach(topic_id, index, share)
+            self._partitions.append(SharedTopicPartition(partition, share, self._owner.clock))
+        self._key_partitions.clear()
+
+    def partition_for(self, routing_key: str) -> SharedTopicPartition:
+        found = self._key_partitions.get(routing_key)
+        if found is not None:
+            return found
+        partitions = self.partitions
+        if not partitions:
+            raise NotFound(f"no topic '{self.topic.name}'")
+        key = routing_key.encode("utf-8", "surrogateescape")
+        found = partitions[partition_for_key(key, len(partitions))]
+        if len(self._key_partitions) >= _KEY_CACHE:
+            self._key_partitions.clear()
+        self._key_partitions[routing_key] = found
+        return found
+
+    async def wait_for_records(self, timeout: float) -> None:
+        partitions = self.partitions
+        if not partitions:
+            return
+        await partitions[0].partition.waiters.wait_any([p.log for p in partitions], timeout)
+
+    def delete(self) -> None:
+        """Forget the group's state (its journal); the topic stays."""
+        self._partitions = []
+        self._key_partitions.clear()
+        self._owner.store.delete_group(self.group)
+
+    def close(self) -> None:
+        """The store journals the state; it is closed with the broker."""
+
+
+class TopicShareGroups:
+    """Opens the share groups of AMQP queues over topics (``queues.topic_queue.TopicShares``);
+    owned by the broker process (event loop thread), like the ``TopicManager`` and
+    ``ShareStateStore`` it wraps. A missing topic is created with the broker's default
+    partition count when ``auto_create`` (``auto.create.topics.enable``), else refused."""
+
+    def __init__(
+        self,
+        topics: TopicManager,
+        store: ShareStateStore,
+        *,
+        auto_create: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topics = topics
+        self.store = store
+        self.auto_create = auto_create
+        self.clock = clock
+
+    def open(
+        self, topic: str, group: str, *, start: str, delivery_limit: int | None
+    ) -> SharedTopicGroup:
+        found = self.topics.get(topic)
+        if found is None:
+            if not self.auto_create:
+                raise NotFound(f"no topic '{topic}'")
+            try:
+                found = self.topics.create(topic)
+            except StreamsError as exc:
+                raise PreconditionFailed(f"cannot create topic '{topic}': {exc}") from None
+        return SharedTopicGroup(self, found, group, start, delivery_limit)
