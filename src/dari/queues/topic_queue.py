@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from dari.message import (
     EXCHANGE_HEADER,
+    PROPERTIES_HEADER,
     ROUTING_KEY_HEADER,
     Field,
     Message,
@@ -76,14 +77,14 @@ QUEUE_TYPE = "topic"
 START_POSITIONS = {"first": "first", "earliest": "first", "last": "last", "latest": "last"}
 
 _MAX_ACQUIRE = 1024  # records one dispatch round acquires at most (no_ack consumers)
-_READ_BYTES = 1 << 20
+_READ_BYTES = 1 << 20  # how much of the log one read takes at most
+_MIN_READ_BYTES = 16 << 10
 _WAIT_SECONDS = 1.0  # a waiting consumer looks again this often (released or expired locks)
 # Queue arguments a topic queue refuses: the topic's retention, not the queue, bounds it.
 _UNSUPPORTED = (
     "x-max-priority", "x-message-ttl", "x-max-length", "x-max-length-bytes", "x-overflow",
     "x-single-active-consumer", "x-queue-mode", "x-stream-offset", "x-max-age",
 )
-_AMQP_NAMES = (EXCHANGE_HEADER, ROUTING_KEY_HEADER)
 _VOID = Field("V", None)
 _REFUSED = PublishResult(False)
 _ACCEPTED = PublishResult(True)
@@ -317,7 +318,9 @@ class TopicQueue:
         self._exclusive_consumer: Consumer | None = None
         self._held: dict[int, _Held] = {}  # position -> unsettled delivery
         self._next_position = 0
-        self._appended: dict[int, tuple[PartitionLog, int]] = {}  # last append per partition
+        self._appended: dict[int, tuple[PartitionLog, int]] = {}
+        # partition index -> (first offset, next offset, records) of the last batch read
+        self._batches: dict[int, tuple[int, int, list[Record]]] = {}  # last append per partition
         self._round_robin = 0  # partition of the next publish without a routing key
         self._dispatching = False
         self._watcher: asyncio.Task[None] | None = None
@@ -546,44 +549,75 @@ class TopicQueue:
         """The records of ``ranges`` read from the log; acquired offsets that hold no record
         (compacted away, control batches) are accepted at once."""
         gaps: list[int] = []
+        index = partition.index
         for run in ranges:
             offset, last, count = run.first_offset, run.last_offset, run.delivery_count
             redelivered = count > 1
             while offset <= last:
-                data = partition.read(offset, _READ_BYTES)  # b"": gone (retention, deleted)
-                if not data:
-                    break
-                before = offset
-                for header, batch in iter_batches(data):
-                    if header.base_offset > last:
+                cached = self._batches.get(index)
+                if cached is None or not cached[0] <= offset < cached[1]:
+                    cached = self._read_batches(partition, offset, last)
+                    if cached is None:  # gone from the log (retention, deleted topic)
                         break
-                    if not header.is_control:
-                        for record in iter_records(batch):
-                            at = record.offset
-                            if at < offset:
-                                continue
-                            if at > last:
-                                break
-                            if at > offset:
-                                gaps.extend(range(offset, at))
-                            message = self._message(record, partition.index, count)
-                            out.append((message, partition, at, redelivered))
-                            offset = at + 1
-                    end = min(header.next_offset, last + 1)
-                    if end > offset:  # offsets of the batch without a record
-                        gaps.extend(range(offset, end))
-                        offset = end
-                if offset == before:
-                    break
+                _first, end, records = cached
+                for record in records:
+                    at = record.offset
+                    if at < offset:
+                        continue
+                    if at > last:
+                        break
+                    if at > offset:
+                        gaps.extend(range(offset, at))
+                    message = self._message(record, index, count)
+                    out.append((message, partition, at, redelivered))
+                    offset = at + 1
+                end = min(end, last + 1)
+                if end > offset:  # offsets of the batch without a record
+                    gaps.extend(range(offset, end))
+                    offset = end
             if offset <= last:
                 gaps.extend(range(offset, last + 1))
         if gaps:
             partition.accept(gaps)
 
+    def _read_batches(
+        self, partition: SharedPartition, offset: int, last: int
+    ) -> tuple[int, int, list[Record]] | None:
+        """The records of the batches read from ``offset`` on, up to about ``last``, as one
+        (first offset, next offset, records) span; the last batch read is kept, since
+        consumers with a small prefetch take a producer's large batch in several pieces and
+        decoding it once is the cost that counts."""
+        want = last - offset + 1
+        data = partition.read(offset, min(_READ_BYTES, max(_MIN_READ_BYTES, want * 256)))
+        if not data:
+            return None
+        records: list[Record] = []
+        first = end = offset
+        tail: tuple[int, int, list[Record]] | None = None
+        for header, batch in iter_batches(data):
+            if header.base_offset > last and records:
+                break
+            if header.is_control:
+                decoded: list[Record] = []
+            else:
+                decoded = list(iter_records(batch))
+            records.extend(decoded)
+            end = header.next_offset
+            tail = (header.base_offset, header.next_offset, decoded)
+        if end <= offset:
+            return None
+        if tail is not None and tail[1] > last + 1:
+            self._batches[partition.index] = tail
+        return first, end, records
+
     def _message(self, record: Record, partition: int, delivery_count: int) -> Message:
+        """The AMQP message a record is delivered as (see the module docstring)."""
+        for name, _value in record.headers:
+            if name == PROPERTIES_HEADER:
+                break
+        else:  # no AMQP properties: a record a Kafka client produced
+            return _kafka_message(record, partition, delivery_count)
         message = Message.from_record(record)
-        if message.record is not None:
-            message = _kafka_message(message, record, partition)
         if delivery_count > 1:
             headers = message.typed_headers()
             headers[DELIVERY_COUNT_HEADER] = Field("l", delivery_count - 1)
@@ -740,21 +774,36 @@ class TopicQueue:
         )
 
 
-def _kafka_message(message: Message, record: Record, partition: int) -> Message:
+def _kafka_message(record: Record, partition: int, delivery_count: int) -> Message:
     """A record a Kafka client produced, as AMQP consumers get it: its headers as the headers
     table (long strings, as ``Message.from_record`` has them), the key, partition and offset
-    headers, and its timestamp (seconds) as the timestamp property."""
+    headers (and ``x-delivery-count`` on a redelivery), its timestamp (seconds) as the
+    timestamp property; the routing key is the key, as stream queues have it."""
     headers: dict[str, Field] = {}
+    exchange = routing_key = b""
     for name, value in record.headers:
-        if name not in _AMQP_NAMES and len(name.encode("utf-8", "surrogateescape")) <= 255:
+        if name == EXCHANGE_HEADER:
+            exchange = value or b""
+        elif name == ROUTING_KEY_HEADER:
+            routing_key = value or b""
+        elif len(name.encode("utf-8", "surrogateescape")) <= 255:  # AMQP's limit
             headers[name] = _VOID if value is None else Field("S", bytes(value))
-    if record.key is not None:
-        headers[KEY_HEADER] = Field("S", bytes(record.key))
+    key = record.key
+    if key is not None:
+        headers[KEY_HEADER] = Field("S", bytes(key))
+        if not routing_key:
+            routing_key = key
     headers[PARTITION_HEADER] = Field("l", partition)
     headers[OFFSET_HEADER] = Field("l", record.offset)
+    if delivery_count > 1:
+        headers[DELIVERY_COUNT_HEADER] = Field("l", delivery_count - 1)
     timestamp = record.timestamp // 1000 if record.timestamp >= 0 else None
-    properties = encode_properties(headers=headers, timestamp=timestamp)
+    value = record.value
     return Message(
-        message.exchange, message.routing_key, message.body, properties, 0, None, None,
-        record.offset, None,
+        _text(exchange), _text(routing_key), b"" if value is None else bytes(value),
+        encode_properties(headers=headers, timestamp=timestamp), 0, None, None, record.offset,
     )
+
+
+def _text(data: bytes | memoryview) -> str:
+    return bytes(data).decode("utf-8", "surrogateescape") if data else ""
