@@ -138,6 +138,7 @@ class AMQPBroker:
         self._queue_dir = data_dir / ".queues"
         # Where non-durable queues page out; nothing in it outlives the process.
         self._scratch_dir = data_dir / ".scratch"
+        self._recovering = False  # load() is making the queues it recovers
 
     def vhost(self, name: str) -> VirtualHost:
         return self.vhosts[name]
@@ -151,6 +152,7 @@ class AMQPBroker:
         """Recover durable queues (their unacked messages), exchanges and bindings."""
         self.definitions.directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self._scratch_dir, ignore_errors=True)  # transient pages of a past run
+        self._recovering = True  # (a failed load fails the broker's start)
         for name, vhost in self.vhosts.items():
             saved = self.definitions.load(name)
             if saved is None:
@@ -169,6 +171,7 @@ class AMQPBroker:
             if skipped:
                 log.warning("vhost %s: skipped %d bindings to missing queues", name, len(skipped))
             log.info("vhost %s: recovered %d durable queues", name, len(saved.queues))
+        self._recovering = False
 
     def close(self) -> None:
         for name in self.vhosts:
@@ -230,13 +233,13 @@ class AMQPBroker:
     ) -> Queue:
         """The queue factory: a stream queue opens (or makes) its topic; a durable queue opens
         (and recovers) its store; a non-durable one gets a scratch log on first page-out."""
-        if is_stream(arguments) and not is_topic_queue(arguments):
-            return self._make_stream(
+        if is_topic_queue(arguments):  # x-topic: whatever x-queue-type says (it refuses stream)
+            return self._make_topic_queue(
                 vhost_name, name, durable=durable, auto_delete=auto_delete,
                 arguments=arguments, exclusive=exclusive_owner is not None,
             )
-        if is_topic_queue(arguments):
-            return self._make_topic_queue(
+        if is_stream(arguments):
+            return self._make_stream(
                 vhost_name, name, durable=durable, auto_delete=auto_delete,
                 arguments=arguments, exclusive=exclusive_owner is not None,
             )
@@ -306,7 +309,8 @@ class AMQPBroker:
         if self.topic_shares is None:
             raise FeatureNotImplemented("queues over topics need the broker's topics")
         shared = self.topic_shares.open(
-            topic, group_name(vhost_name, name), start=start, delivery_limit=delivery_limit
+            topic, group_name(vhost_name, name), start=start, delivery_limit=delivery_limit,
+            create=not self._recovering,  # a recovered queue waits for a deleted topic
         )
         queue = TopicQueue(
             name, vhost_name, arguments, args, shared, dead_letter=self._dead_letter,

@@ -163,11 +163,14 @@ class SharedTopic(Protocol):
 class TopicShares(Protocol):
     """The topics queues are declared over, with their share groups, as the server wires them.
 
-    ``open`` raises NotFound for a missing topic it does not create; ``delivery_limit`` is the
-    share group's limit of deliveries per record (None: the group's default)."""
+    ``open`` raises NotFound for a missing topic it does not create; with ``create`` false
+    (a queue recovered at start) a missing topic is no error: the queue has no partitions
+    until it exists. ``delivery_limit`` is the share group's limit of deliveries per record
+    (None: the group's default)."""
 
     def open(
-        self, topic: str, group: str, *, start: str, delivery_limit: int | None
+        self, topic: str, group: str, *, start: str, delivery_limit: int | None,
+        create: bool = True,
     ) -> SharedTopic: ...
 
 

@@ -14,6 +14,7 @@ Publishes pick a partition with Kafka's default keyed partitioner (murmur2 of th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -168,41 +169,49 @@ class SharedTopicPartition:
 
 class SharedTopicGroup:
     """A topic worked off by one share group (``queues.topic_queue.SharedTopic``); made by
-    ``TopicShareGroups.open``, owned by the queue over it (event loop thread)."""
+    ``TopicShareGroups.open``, owned by the queue over it (event loop thread).
+
+    The topic is looked up by name on use: while it does not exist (deleted by a Kafka
+    client, or missing when the broker recovered the queue) the queue has no partitions;
+    a topic made again under the name is worked off from its start (``x-topic-offset``)."""
 
     def __init__(
         self,
         owner: TopicShareGroups,
-        topic: Topic,
+        topic: str,
         group: str,
         start: str,
         delivery_limit: int | None,
     ) -> None:
         self._owner = owner
-        self.topic = topic
+        self.name = topic
         self.group = group
         self.start = start
         self.delivery_limit = delivery_limit
+        self._topic: Topic | None = None
         self._partitions: list[SharedTopicPartition] = []
         self._key_partitions: dict[str, SharedTopicPartition] = {}
-        self._grow()
+        self.deleted = False
 
     @property
     def partitions(self) -> Sequence[SharedTopicPartition]:
-        """The partitions of the topic now (partitions added by Kafka clients included); the
-        topic deleted, none."""
-        current = self._owner.topics.get(self.topic.name)
-        if current is not self.topic:
-            return ()
-        if len(self._partitions) != len(current.partitions):
-            self._grow()
+        """The partitions of the topic now (partitions added by Kafka clients included)."""
+        current = self._owner.topics.get(self.name)
+        if current is not self._topic:
+            self._topic = current
+            self._partitions = []
+            self._key_partitions.clear()
+        if current is not None and len(self._partitions) != len(current.partitions):
+            self._grow(current)
         return self._partitions
 
-    def _grow(self) -> None:
+    def _grow(self, topic: Topic) -> None:
+        if self.deleted:
+            return
         journal = self._owner.store.journal(self.group)
-        topic_id = self.topic.topic_id.bytes
-        for index in range(len(self._partitions), len(self.topic.partitions)):
-            partition = self.topic.partition(index)
+        topic_id = topic.topic_id.bytes
+        for index in range(len(self._partitions), len(topic.partitions)):
+            partition = topic.partition(index)
             assert partition is not None
             start = partition.log_start_offset if self.start == "first" else (
                 partition.high_watermark
@@ -220,7 +229,7 @@ class SharedTopicGroup:
             return found
         partitions = self.partitions
         if not partitions:
-            raise NotFound(f"no topic '{self.topic.name}'")
+            raise NotFound(f"no topic '{self.name}'")
         key = routing_key.encode("utf-8", "surrogateescape")
         found = partitions[partition_for_key(key, len(partitions))]
         if len(self._key_partitions) >= _KEY_CACHE:
@@ -230,12 +239,14 @@ class SharedTopicGroup:
 
     async def wait_for_records(self, timeout: float) -> None:
         partitions = self.partitions
-        if not partitions:
+        if not partitions:  # no topic (now): nothing can wake us but time
+            await asyncio.sleep(timeout)
             return
         await partitions[0].partition.waiters.wait_any([p.log for p in partitions], timeout)
 
     def delete(self) -> None:
         """Forget the group's state (its journal); the topic stays."""
+        self.deleted = True
         self._partitions = []
         self._key_partitions.clear()
         self._owner.store.delete_group(self.group)
@@ -264,14 +275,16 @@ class TopicShareGroups:
         self.clock = clock
 
     def open(
-        self, topic: str, group: str, *, start: str, delivery_limit: int | None
+        self, topic: str, group: str, *, start: str, delivery_limit: int | None,
+        create: bool = True,
     ) -> SharedTopicGroup:
-        found = self.topics.get(topic)
-        if found is None:
+        """The group over ``topic``; a missing topic is made (``auto_create`` and ``create``),
+        refused with 404, or (``create`` false: a queue recovered at start) waited for."""
+        if create and self.topics.get(topic) is None:
             if not self.auto_create:
                 raise NotFound(f"no topic '{topic}'")
             try:
-                found = self.topics.create(topic)
+                self.topics.create(topic)
             except StreamsError as exc:
                 raise PreconditionFailed(f"cannot create topic '{topic}': {exc}") from None
-        return SharedTopicGroup(self, found, group, start, delivery_limit)
+        return SharedTopicGroup(self, topic, group, start, delivery_limit)

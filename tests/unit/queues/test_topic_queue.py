@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from dari.message import Field, Message, encode_properties
 from dari.protocol.amqp.properties import decode_properties
@@ -31,7 +30,7 @@ from dari.records import build_batch, iter_batches
 from dari.records.builder import NewRecord
 from dari.records.records import Record, iter_records
 from dari.server.amqp_streams import TopicStreams
-from dari.server.amqp_topic_queues import TopicShareGroups, murmur2, partition_for_key
+from dari.server.amqp_topic_queues import TopicShareGroups, partition_for_key
 from dari.storage import FlushScheduler, LogConfig, LogStore
 from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager
@@ -206,18 +205,6 @@ def test_declared_queue_comes_back_after_a_restart(env: Env) -> None:
 
 
 # -- publish -----------------------------------------------------------------------------------
-
-
-def test_murmur2_is_kafkas() -> None:
-    for key in (b"", b"a", b"ab", b"abc", b"abcd", b"orders.eu", bytes(range(200))):
-        assert murmur2(key) & 0xFFFFFFFF == kafka_python_murmur2(key)
-    # Kafka's own UtilsTest vectors (signed, as Java has them)
-    assert murmur2(b"21") == -973932308
-    assert murmur2(b"foobar") == -790332482
-    assert murmur2(b"a-little-bit-long-string") == -985981536
-    assert murmur2(b"a-little-bit-longer-string") == -1486304829
-    expected = (kafka_python_murmur2(b"orders.eu") & 0x7FFFFFFF) % 7
-    assert partition_for_key(b"orders.eu", 7) == expected
 
 
 def test_publish_appends_to_the_partition_of_the_routing_key(env: Env) -> None:
@@ -444,3 +431,25 @@ def test_acks_survive_a_restart_and_unacked_records_come_back(env: Env) -> None:
     queue.add_consumer(c)
     assert bodies(got) == [b"m4", b"m5", b"m6", b"m8", b"m9"]
     assert all(d.redelivered for d in got)
+
+
+def test_a_queue_whose_topic_was_deleted_while_down_waits_for_it(env: Env) -> None:
+    queue = env.declare()
+    publish(queue, 2)
+    env.close()
+    env.store = LogStore(env.data_dir)
+    topics = TopicManager(env.store, LogConfig(flush="os"))
+    topics.load()
+    topics.delete("events")
+    topics.close()
+    env.store.close()
+    env.open()
+    assert env.topics.get("events") is None  # not made again by the recovery
+    queue = env.broker.get_queue("/", "q")  # type: ignore[assignment]
+    assert queue.message_count == 0
+    assert not queue.publish(Message.from_amqp("", "", encode_properties(), b"x")).accepted
+    env.topics.create("events", 1)
+    publish(queue, 1)
+    c, got = consumer()
+    queue.add_consumer(c)
+    assert bodies(got) == [b"m0"]
