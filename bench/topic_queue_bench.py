@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dari.config import DEFAULTS
 from dari.message import Message, encode_properties
 from dari.queues.consumers import Delivery, PrefetchConsumer
 from dari.queues.queue import QueueArguments
@@ -30,6 +31,8 @@ from dari.records import build_batch
 from dari.records.builder import NewRecord
 from dari.server.amqp_topic_queues import TopicShareGroups
 from dari.storage import LogConfig, LogStore
+from dari.streams.share.coordinator import ShareCoordinator
+from dari.streams.share.group_configs import GroupConfigs
 from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager
 
@@ -42,7 +45,8 @@ def scenario(name: str, directory: Path, total: int, batch: int, prefetch: int) 
     partitions = 4 if "4 parts" in name else 1
     topics.create("bench", partitions)
     shares = ShareStateStore(directory / ".meta" / "share")
-    shared = TopicShareGroups(topics, shares).open(
+    configs = GroupConfigs(directory / "group_configs.json", DEFAULTS)
+    shared = TopicShareGroups(topics, ShareCoordinator(topics, shares, configs)).open(
         "bench", "bench", start="first", delivery_limit=None
     )
     queue = TopicQueue("bench", "/", {"x-topic": "bench"}, QueueArguments(), shared)

@@ -66,6 +66,23 @@ DEFAULTS: dict[str, Any] = {
     "offsets.retention.minutes": 10080,
     "offsets.retention.check.interval.ms": 600_000,
     "offset.metadata.max.bytes": 4096,
+    # share groups (KIP-932; Kafka's names and defaults); group configs are checked against
+    # the min/max bounds
+    "group.share.session.timeout.ms": 45_000,
+    "group.share.min.session.timeout.ms": 45_000,
+    "group.share.max.session.timeout.ms": 60_000,
+    "group.share.heartbeat.interval.ms": 5000,
+    "group.share.min.heartbeat.interval.ms": 5000,
+    "group.share.max.heartbeat.interval.ms": 15_000,
+    "group.share.record.lock.duration.ms": 30_000,
+    "group.share.min.record.lock.duration.ms": 15_000,
+    "group.share.max.record.lock.duration.ms": 60_000,
+    "group.share.delivery.count.limit": 5,
+    "group.share.min.delivery.count.limit": 2,
+    "group.share.max.delivery.count.limit": 10,
+    "group.share.partition.max.record.locks": 2000,
+    "group.share.min.partition.max.record.locks": 100,
+    "group.share.max.partition.max.record.locks": 10_000,
 }
 
 _ENV_PREFIX = "DARI_"

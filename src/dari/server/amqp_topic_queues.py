@@ -1,12 +1,15 @@
 """The topics AMQP queues over topics work off: ``queues.topic_queue.TopicShares`` over the
-Kafka side's ``TopicManager`` and share-partition state (``streams.share``).
+Kafka side's ``TopicManager`` and share-group coordinator (``streams.share``).
 
-A queue's share group holds one ``SharePartition`` per partition of its topic, journaled by
-the ``ShareStateStore`` under the group's name, so acknowledgements survive restarts and a
-Kafka share group of that name works on the very same state. The AMQP side is one member of
-the group (``AMQP_MEMBER``): which AMQP consumer holds which record is the queue's own
-business. Its records are acquired with a lock that never times out — an AMQP delivery is
-outstanding until its channel settles it or closes — while Kafka members' locks do.
+A queue's share group is a Kafka share group: its ``SharePartition``s are the coordinator's
+(one per partition of the topic, journaled under the group's name), so acknowledgements
+survive restarts and Kafka ``ShareConsumer``s of that group id work on the very same records.
+The queue's ``x-topic-offset`` and ``x-delivery-limit`` become the group's configs
+``share.auto.offset.reset`` and ``share.delivery.count.limit`` (checked against the broker's
+bounds as Kafka checks them). The AMQP side is one member of the group (``AMQP_MEMBER``): which
+AMQP consumer holds which record is the queue's own business. Its records are acquired with a
+lock that never lapses — an AMQP delivery is outstanding until its channel settles it or
+closes — while Kafka members' locks do.
 
 Publishes pick a partition with Kafka's default keyed partitioner (murmur2 of the key,
 ``toPositive(hash) % partitions``), the routing key being the key.
@@ -20,19 +23,21 @@ from collections.abc import Callable, Sequence
 
 from dari.queues.errors import NotFound, PreconditionFailed
 from dari.storage import LogClosedError, PartitionLog
-from dari.streams.errors import OffsetOutOfRangeError, StreamsError
+from dari.streams.errors import InvalidConfigError, OffsetOutOfRangeError, StreamsError
 from dari.streams.partition import AppendResult, Partition
+from dari.streams.share.coordinator import ShareCoordinator
 from dari.streams.share.partition import (
     AcknowledgeType,
     AcquiredRange,
     RecordState,
     SharePartition,
 )
-from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import Topic, TopicManager
 
 AMQP_MEMBER = "amqp"  # the member the AMQP side acquires as (Kafka member ids are UUIDs)
 _PURGE_MEMBER = "amqp-purge"
+_RESET = "share.auto.offset.reset"
+_LIMIT = "share.delivery.count.limit"
 _FOREVER_MS = 1 << 60  # "now" for AMQP acquisitions: their locks never run out
 _KEY_CACHE = 4096  # routing keys whose partition is remembered
 
@@ -71,18 +76,31 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 
 class SharedTopicPartition:
     """One topic partition and the group's ``SharePartition`` of it, as a topic queue uses
-    them (``queues.topic_queue.SharedPartition``); owned by its ``SharedTopicGroup``."""
+    them (``queues.topic_queue.SharedPartition``); owned by its ``SharedTopicGroup``.
 
-    __slots__ = ("_clock", "index", "log", "partition", "share")
+    The ``SharePartition`` is looked up in the coordinator on each use: Kafka's admin APIs
+    (DeleteShareGroupOffsets, a deleted topic) may replace it."""
 
-    def __init__(
-        self, partition: Partition, share: SharePartition, clock: Callable[[], float]
-    ) -> None:
+    __slots__ = ("_group", "_key", "index", "log", "partition", "topic")
+
+    def __init__(self, group: SharedTopicGroup, topic: Topic, partition: Partition) -> None:
+        self._group = group
+        self.topic = topic
         self.partition = partition
         self.index = partition.index
         self.log: PartitionLog = partition.log
-        self.share = share
-        self._clock = clock
+        self._key = (topic.topic_id, partition.index)
+
+    @property
+    def share(self) -> SharePartition:
+        group = self._group
+        coordinator = group.owner.coordinator
+        known = coordinator.group(group.group_id)
+        share = known.partitions.get(self._key) if known is not None else None
+        if share is None:
+            now = int(group.owner.clock() * 1000)
+            share = coordinator.share_partition(group.group_id, self.topic, self.index, now)
+        return share
 
     def append(self, records: bytes) -> AppendResult:
         return self.partition.append(records)
@@ -95,12 +113,11 @@ class SharedTopicPartition:
             return b""
 
     def acquire(self, max_records: int) -> list[AcquiredRange]:
-        share = self.share
         plog = self.log
         if plog.closed:
             return []
+        share = self.share
         share.advance_log_start(plog.log_start_offset)
-        share.expire_locks(int(self._clock() * 1000))  # Kafka members' lapsed locks
         return share.acquire(AMQP_MEMBER, max_records, _FOREVER_MS, plog.log_end_offset)
 
     def accept(self, offsets: Sequence[int]) -> None:
@@ -112,8 +129,8 @@ class SharedTopicPartition:
     def release(self, offsets: Sequence[int]) -> list[int]:
         """RELEASE ``offsets``; those that reached the delivery limit are archived instead
         (below the share start offset afterwards, or in state ARCHIVED) and returned."""
-        self._acknowledge(offsets, AcknowledgeType.RELEASE)
         share = self.share
+        self._acknowledge(offsets, AcknowledgeType.RELEASE, share)
         archived = []
         for offset in offsets:
             state = share.state_of(offset)
@@ -121,12 +138,14 @@ class SharedTopicPartition:
                 archived.append(offset)
         return archived
 
-    def _acknowledge(self, offsets: Sequence[int], kind: AcknowledgeType) -> None:
+    def _acknowledge(
+        self, offsets: Sequence[int], kind: AcknowledgeType, share: SharePartition | None = None
+    ) -> None:
         """One acknowledgement per run of consecutive offsets (``offsets`` ascending). An
         offset no longer held (its state was reset, or deleted with the topic) is skipped."""
         if not offsets:
             return
-        acknowledge = self.share.acknowledge
+        acknowledge = (share or self.share).acknowledge
         first = last = offsets[0]
         for offset in offsets[1:]:
             if offset == last + 1:
@@ -139,17 +158,17 @@ class SharedTopicPartition:
     @property
     def available(self) -> int:
         """Records not acquired, acknowledged or archived."""
-        share = self.share
         if self.log.closed:
             return 0
+        share = self.share
         share.advance_log_start(self.log.log_start_offset)
         return max(0, share.lag(self.log.log_end_offset) - share.acquired)
 
     def purge(self) -> int:
         """Archive every available record; acquired ones stay outstanding."""
-        share = self.share
         if self.log.closed:
             return 0
+        share = self.share
         end = self.log.log_end_offset
         share.advance_log_start(self.log.log_start_offset)
         if not share.acquired:
@@ -175,19 +194,10 @@ class SharedTopicGroup:
     client, or missing when the broker recovered the queue) the queue has no partitions;
     a topic made again under the name is worked off from its start (``x-topic-offset``)."""
 
-    def __init__(
-        self,
-        owner: TopicShareGroups,
-        topic: str,
-        group: str,
-        start: str,
-        delivery_limit: int | None,
-    ) -> None:
-        self._owner = owner
+    def __init__(self, owner: TopicShareGroups, topic: str, group_id: str) -> None:
+        self.owner = owner
         self.name = topic
-        self.group = group
-        self.start = start
-        self.delivery_limit = delivery_limit
+        self.group_id = group_id
         self._topic: Topic | None = None
         self._partitions: list[SharedTopicPartition] = []
         self._key_partitions: dict[str, SharedTopicPartition] = {}
@@ -196,7 +206,7 @@ class SharedTopicGroup:
     @property
     def partitions(self) -> Sequence[SharedTopicPartition]:
         """The partitions of the topic now (partitions added by Kafka clients included)."""
-        current = self._owner.topics.get(self.name)
+        current = self.owner.topics.get(self.name)
         if current is not self._topic:
             self._topic = current
             self._partitions = []
@@ -208,19 +218,12 @@ class SharedTopicGroup:
     def _grow(self, topic: Topic) -> None:
         if self.deleted:
             return
-        journal = self._owner.store.journal(self.group)
-        topic_id = topic.topic_id.bytes
         for index in range(len(self._partitions), len(topic.partitions)):
             partition = topic.partition(index)
             assert partition is not None
-            start = partition.log_start_offset if self.start == "first" else (
-                partition.high_watermark
-            )
-            share = SharePartition(start)
-            if self.delivery_limit is not None:
-                share.delivery_limit = self.delivery_limit
-            journal.attach(topic_id, index, share)
-            self._partitions.append(SharedTopicPartition(partition, share, self._owner.clock))
+            shared = SharedTopicPartition(self, topic, partition)
+            shared.share  # noqa: B018  (the group's state of it starts now, where it should)
+            self._partitions.append(shared)
         self._key_partitions.clear()
 
     def partition_for(self, routing_key: str) -> SharedTopicPartition:
@@ -238,39 +241,43 @@ class SharedTopicGroup:
         return found
 
     async def wait_for_records(self, timeout: float) -> None:
+        """Until an append to the topic or a release in the group (Kafka's or ours)."""
         partitions = self.partitions
         if not partitions:  # no topic (now): nothing can wake us but time
             await asyncio.sleep(timeout)
             return
-        await partitions[0].partition.waiters.wait_any([p.log for p in partitions], timeout)
+        keys: list[object] = [p.log for p in partitions]
+        keys += [p.share for p in partitions]  # the share service wakes fetches by these
+        await self.owner.topics.waiters.wait_any(keys, timeout)
 
     def delete(self) -> None:
-        """Forget the group's state (its journal); the topic stays."""
+        """Delete the group and its state (unless Kafka members still use it); the topic
+        stays."""
         self.deleted = True
         self._partitions = []
         self._key_partitions.clear()
-        self._owner.store.delete_group(self.group)
+        self.owner.coordinator.delete_group(self.group_id)
 
     def close(self) -> None:
-        """The store journals the state; it is closed with the broker."""
+        """The coordinator's store journals the state; it is closed with the broker."""
 
 
 class TopicShareGroups:
     """Opens the share groups of AMQP queues over topics (``queues.topic_queue.TopicShares``);
     owned by the broker process (event loop thread), like the ``TopicManager`` and
-    ``ShareStateStore`` it wraps. A missing topic is created with the broker's default
+    ``ShareCoordinator`` it wraps. A missing topic is created with the broker's default
     partition count when ``auto_create`` (``auto.create.topics.enable``), else refused."""
 
     def __init__(
         self,
         topics: TopicManager,
-        store: ShareStateStore,
+        coordinator: ShareCoordinator,
         *,
         auto_create: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.topics = topics
-        self.store = store
+        self.coordinator = coordinator
         self.auto_create = auto_create
         self.clock = clock
 
@@ -280,6 +287,12 @@ class TopicShareGroups:
     ) -> SharedTopicGroup:
         """The group over ``topic``; a missing topic is made (``auto_create`` and ``create``),
         refused with 404, or (``create`` false: a queue recovered at start) waited for."""
+        if self.coordinator.is_classic_group(group):
+            raise PreconditionFailed(
+                f"cannot work topic '{topic}' off as share group '{group}': a consumer group "
+                "has that name"
+            )
+        self._configure(group, start, delivery_limit)
         if create and self.topics.get(topic) is None:
             if not self.auto_create:
                 raise NotFound(f"no topic '{topic}'")
@@ -287,4 +300,21 @@ class TopicShareGroups:
                 self.topics.create(topic)
             except StreamsError as exc:
                 raise PreconditionFailed(f"cannot create topic '{topic}': {exc}") from None
-        return SharedTopicGroup(self, topic, group, start, delivery_limit)
+        return SharedTopicGroup(self, topic, group)
+
+    def _configure(self, group: str, start: str, delivery_limit: int | None) -> None:
+        """The queue's arguments as the group's configs (written only when they change)."""
+        configs = self.coordinator.configs
+        current = configs.overrides(group)
+        wanted = dict(current)
+        wanted[_RESET] = "earliest" if start == "first" else "latest"
+        if delivery_limit is not None:
+            wanted[_LIMIT] = str(delivery_limit)
+        if wanted == current:
+            return
+        try:
+            configs.replace(group, wanted, validate_only=False)
+        except InvalidConfigError as exc:
+            raise PreconditionFailed(
+                f"invalid arg 'x-delivery-limit' for share group '{group}': {exc}"
+            ) from None

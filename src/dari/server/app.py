@@ -27,10 +27,13 @@ from dari.server.kafka import KafkaConnection
 from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
 from dari.server.kafka_handlers import KafkaHandlers
+from dari.server.kafka_share import ShareService
 from dari.storage import FlushScheduler, LogConfig, LogStore, PartitionLog
 from dari.storage.store import run_cleaner, run_maintenance
 from dari.streams.producer_state import ProducerStates
 from dari.streams.producers import ProducerIdManager
+from dari.streams.share.coordinator import ShareCoordinator
+from dari.streams.share.group_configs import GroupConfigs
 from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager, remove_orphan_dirs
 
@@ -86,8 +89,9 @@ class Broker:
         self.producer_states = ProducerStates()
         self.tasks: set[asyncio.Task[None]] = set()
         self.groups: GroupService | None = None
+        self.share: ShareService | None = None
+        self.share_store: ShareStateStore | None = None
         self.amqp: AMQPBroker | None = None
-        self.share_states: ShareStateStore | None = None
         self.amqp_server: asyncio.Server | None = None
         self.amqp_address: tuple[str, int] | None = None
         self.amqp_connections: set[AMQPServerConnection] = set()
@@ -140,6 +144,7 @@ class Broker:
             advertised=self._advertised,
         )
         handlers.table.update(admin.table)
+        self._open_share_groups(settings, handlers, admin)
         host, port = parse_hostport(settings["kafka"])
         max_request = settings["socket.request.max.bytes"]
         self.kafka_server = await loop.create_server(
@@ -159,13 +164,31 @@ class Broker:
         )
         self._spawn(run_cleaner(self._all_logs, settings["log.cleaner.backoff.ms"] / 1000))
 
+    def _open_share_groups(
+        self, settings: Settings, handlers: KafkaHandlers, admin: KafkaAdmin
+    ) -> None:
+        """Share groups (KIP-932): their stored ack state, group configs, APIs and timers."""
+        assert self.topics is not None and self.groups is not None
+        meta = settings.data_dir / ".meta"
+        self.share_store = ShareStateStore(meta / "share")
+        configs = GroupConfigs(meta / "group_configs.json", settings.values)
+        coordinator = ShareCoordinator(
+            self.topics, self.share_store, configs, is_classic_group=self.groups.has_group
+        )
+        coordinator.load()
+        self.share = ShareService(coordinator, self.topics, self.topics.waiters)
+        handlers.table.update(self.share.table)
+        self.groups.share = coordinator
+        admin.group_configs = configs
+        self._spawn(self.share.sweep_forever())
+
     def _topic_shares(self, settings: Settings) -> TopicShareGroups | None:
-        """The share groups AMQP queues over topics work off, journaled in .meta/share."""
-        if self.topics is None:
+        """The share groups AMQP queues over topics work off: the Kafka share groups'."""
+        if self.topics is None or self.share is None:
             return None
-        self.share_states = ShareStateStore(settings.data_dir / ".meta" / "share")
         return TopicShareGroups(
-            self.topics, self.share_states, auto_create=settings["auto.create.topics.enable"]
+            self.topics, self.share.coordinator,
+            auto_create=settings["auto.create.topics.enable"],
         )
 
     async def _start_amqp(self, settings: Settings) -> None:
@@ -295,6 +318,8 @@ class Broker:
             task.cancel()
         if self.groups is not None:
             self.groups.close()  # no more group timers; pending joins end with their connections
+        if self.share is not None:
+            self.share.close()
         # Let queued responses (e.g. produce waiting for fsync) finish, within bounds.
         deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
         while any(conn.queue for conn in self.connections):
@@ -309,10 +334,10 @@ class Broker:
         if self.flusher is not None:
             await self.flusher.aclose()
         self.producer_states.snapshot_all(closing=True)
+        if self.share_store is not None:
+            self.share_store.close()  # acknowledged records stay done after a clean stop
         if self.amqp is not None:
             self.amqp.close()
-        if self.share_states is not None:
-            self.share_states.close()
         if self.topics is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.topics.close)
         self.store.close()

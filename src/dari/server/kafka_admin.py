@@ -38,6 +38,7 @@ from dari.streams.errors import (
     PolicyViolationError,
     UnknownTopicError,
 )
+from dari.streams.share.group_configs import GROUP_CONFIGS, GroupConfigs
 from dari.streams.topic_configs import (
     TOPIC_CONFIGS,
     ConfigType,
@@ -67,6 +68,7 @@ class ConfigSource(IntEnum):
     DYNAMIC_DEFAULT_BROKER_CONFIG = 3
     STATIC_BROKER_CONFIG = 4
     DEFAULT_CONFIG = 5
+    GROUP_CONFIG = 8
 
 
 class AlterOp(IntEnum):
@@ -155,6 +157,8 @@ class KafkaAdmin:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.advertised = advertised
+        # Group configs (resource type GROUP, KIP-932's share.* keys); set by the broker.
+        self.group_configs: GroupConfigs | None = None
         self.table: dict[int, Callable[[RequestHeader, Any], Handled]] = {
             ApiKey.DESCRIBE_CONFIGS: self.describe_configs,
             ApiKey.ALTER_CONFIGS: self.alter_configs,
@@ -187,15 +191,17 @@ class KafkaAdmin:
                 f"but received {name}",
             )
 
-    @staticmethod
-    def _resource_type(value: int) -> ResourceType:
+    def _resource_type(self, value: int) -> ResourceType:
         try:
             kind = ResourceType(value)
         except ValueError:
             raise Refused(
                 ErrorCode.invalid_request, f"Unsupported resource type: {value}"
             ) from None
-        if kind not in (ResourceType.TOPIC, ResourceType.BROKER):
+        served = (ResourceType.TOPIC, ResourceType.BROKER)
+        if self.group_configs is not None:
+            served += (ResourceType.GROUP,)
+        if kind not in served:
             raise Refused(ErrorCode.invalid_request, f"Unsupported resource type: {kind.name}")
         return kind
 
@@ -210,6 +216,8 @@ class KafkaAdmin:
                 kind = self._resource_type(resource.resource_type)
                 if kind is ResourceType.TOPIC:
                     entries = self.topic_config_entries(self._topic(resource.resource_name))
+                elif kind is ResourceType.GROUP:
+                    entries = self.group_config_entries(resource.resource_name)
                 else:
                     self._check_broker(resource.resource_name)
                     # "" asks for the cluster-wide dynamic defaults, of which there are none.
@@ -339,6 +347,56 @@ class KafkaAdmin:
         entries.sort(key=lambda e: e.name)
         return entries
 
+    def group_config_entries(self, group_id: str) -> list[ConfigEntry]:
+        """Every group config of ``group_id``: its overrides, else the broker defaults."""
+        configs = self.group_configs
+        assert configs is not None
+        overrides = configs.overrides(group_id)
+        entries = []
+        for name, key in sorted(GROUP_CONFIGS.items()):
+            source = ConfigSource.GROUP_CONFIG if name in overrides else (
+                ConfigSource.DEFAULT_CONFIG
+            )
+            entries.append(
+                ConfigEntry(
+                    name=name,
+                    value=configs.value(group_id, name),
+                    source=source,
+                    read_only=False,
+                    type=ConfigType.INT if key.type == "int" else ConfigType.STRING,
+                    doc=key.doc,
+                    synonyms=((name, configs.value(group_id, name), source),),
+                )
+            )
+        return entries
+
+    def _alter_group(self, group_id: str, resource_configs: Any, incremental: bool,
+                     validate_only: bool) -> None:
+        configs = self.group_configs
+        assert configs is not None
+        out = configs.overrides(group_id) if incremental else {}
+        for config in resource_configs:
+            op = config.config_operation if incremental else AlterOp.SET
+            if op == AlterOp.DELETE:
+                out.pop(config.name, None)
+                continue
+            if op != AlterOp.SET:
+                raise Refused(
+                    ErrorCode.invalid_config,
+                    f"Config value append/subtract is not allowed for config key: {config.name}",
+                )
+            if config.value is None:
+                if incremental:
+                    raise Refused(
+                        ErrorCode.invalid_request, f"Null value not supported for: {config.name}"
+                    )
+                continue
+            out[config.name] = config.value
+        try:
+            configs.replace(group_id, out, validate_only)
+        except InvalidConfigError as exc:
+            raise Refused(ErrorCode.invalid_config, str(exc)) from None
+
     # -- AlterConfigs / IncrementalAlterConfigs --------------------------------------------
     def alter_configs(self, header: RequestHeader, req: Any) -> Response:
         def new_overrides(topic: Topic, configs: Any) -> dict[str, str]:
@@ -434,6 +492,13 @@ class KafkaAdmin:
                             "takes broker settings from dari.toml, DARI_* variables or --set "
                             "at start",
                         )
+                elif kind is ResourceType.GROUP:
+                    self._alter_group(
+                        resource.resource_name,
+                        resource.configs,
+                        header.api_key == ApiKey.INCREMENTAL_ALTER_CONFIGS,
+                        req.validate_only,
+                    )
                 else:
                     topic = self._topic(resource.resource_name)
                     configs = new_overrides(topic, resource.configs)

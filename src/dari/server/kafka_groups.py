@@ -44,6 +44,8 @@ from dari.streams.groups.messages import (
 )
 from dari.streams.groups.offsets_log import OffsetsLog
 from dari.streams.groups.timers import wall_clock_ms
+from dari.streams.share.coordinator import PROTOCOL_TYPE as SHARE_PROTOCOL_TYPE
+from dari.streams.share.coordinator import ShareCoordinator
 from dari.streams.topics import TopicManager
 from dari.streams.waiters import AppendWaiters
 
@@ -82,6 +84,9 @@ class GroupService:
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None
         self._closed = False
+        # Share groups (set by the broker): a group id is either classic or share, and the
+        # admin group APIs answer for both.
+        self.share: ShareCoordinator | None = None
         self.table: dict[int, Callable[[RequestHeader, Any], Handled]] = {
             ApiKey.FIND_COORDINATOR: self.find_coordinator,
             ApiKey.JOIN_GROUP: self.join_group,
@@ -154,6 +159,14 @@ class GroupService:
         if self._timer_handle is not None:
             self._timer_handle.cancel()
             self._timer_handle = None
+
+    def has_group(self, group_id: str) -> bool:
+        """Whether ``group_id`` is a classic group (with members or committed offsets)."""
+        coordinator = self.coordinator
+        return group_id in coordinator.groups or bool(coordinator.offsets.get(group_id))
+
+    def _is_share(self, group_id: str) -> bool:
+        return self.share is not None and self.share.is_share_group(group_id)
 
     # -- records and timers ----------------------------------------------------------------
     def _write(self, records: list[OffsetsRecord]) -> list[tuple[PartitionLog, int]]:
@@ -269,8 +282,14 @@ class GroupService:
             require_known_member_id=version >= 4,
             supports_skip_assignment=version >= 9,
         )
-        deferred = self._apply(self.coordinator.join(request))
         build = ResponseBuilder(header)
+        if self._is_share(req.group_id):
+            deferred: Deferred[JoinResult] = Deferred()
+            deferred.complete(
+                JoinResult(GroupError.INCONSISTENT_GROUP_PROTOCOL, member_id=req.member_id)
+            )
+        else:
+            deferred = self._apply(self.coordinator.join(request))
 
         def respond(result: JoinResult) -> Response:
             members = tuple(
@@ -466,7 +485,8 @@ class GroupService:
     # -- admin -----------------------------------------------------------------------------
     def describe_groups(self, header: RequestHeader, req: Any) -> Response:
         build = ResponseBuilder(header)
-        described = self._apply(self.coordinator.describe(req.groups))
+        classic = [g for g in req.groups if not self._is_share(g)]
+        described = {g.group_id: g for g in self._apply(self.coordinator.describe(classic))}
         # v3+ may ask for the authorized operations of each group found (dead ones included);
         # with no authorizer every operation a group supports is allowed, as in Kafka.
         asked = getattr(req, "include_authorized_operations", False)
@@ -496,18 +516,30 @@ class GroupService:
                     else NO_AUTHORIZED_OPERATIONS
                 ),
             )
-            for g in described
+            if g is not None
+            # Kafka's DescribeGroups describes classic groups only; a share group is
+            # GROUP_ID_NOT_FOUND "Group <id> is not a classic group."
+            else build(
+                "DescribedGroup",
+                error_code=ErrorCode.group_id_not_found,
+                error_message=f"Group {group_id} is not a classic group.",
+                group_id=group_id,
+                group_state="Dead",
+                protocol_type="",
+                protocol_data="",
+                members=(),
+                authorized_operations=NO_AUTHORIZED_OPERATIONS,
+            )
+            for group_id, g in ((gid, described.get(gid)) for gid in req.groups)
         )
         return build(throttle_time=ZERO, groups=groups)
 
     def list_groups(self, header: RequestHeader, req: Any) -> Response:
         build = ResponseBuilder(header)
-        listed = self._apply(
-            self.coordinator.list_groups(
-                getattr(req, "states_filter", ()), getattr(req, "types_filter", ())
-            )
-        )
-        groups = tuple(
+        states = getattr(req, "states_filter", ())
+        types = {t.lower() for t in getattr(req, "types_filter", ())}
+        listed = self._apply(self.coordinator.list_groups(states, types))
+        groups = [
             build(
                 "ListedGroup",
                 group_id=g.group_id,
@@ -516,17 +548,36 @@ class GroupService:
                 group_type="classic",
             )
             for g in listed
-        )
-        return build(throttle_time=ZERO, error_code=NO_ERROR, groups=groups)
+        ]
+        if self.share is not None and (not types or "share" in types):
+            groups.extend(
+                build(
+                    "ListedGroup",
+                    group_id=group_id,
+                    protocol_type=SHARE_PROTOCOL_TYPE,
+                    group_state=state,
+                    group_type="share",
+                )
+                for group_id, state in self.share.list_groups(states)
+            )
+        return build(throttle_time=ZERO, error_code=NO_ERROR, groups=tuple(groups))
 
     def delete_groups(self, header: RequestHeader, req: Any) -> Response:
         build = ResponseBuilder(header)
-        results = self._apply(self.coordinator.delete_groups(req.groups_names))
+        share = self.share
+        classic = [g for g in req.groups_names if not self._is_share(g)]
+        deleted = self._apply(self.coordinator.delete_groups(classic))
+        results = {g: code(e) for g, e in deleted.items()}
+        if share is not None:
+            for group_id in req.groups_names:
+                if group_id not in results:
+                    error = share.delete_group(group_id)
+                    results[group_id] = NO_ERROR if error is None else ErrorCode[error]
         return build(
             throttle_time=ZERO,
             results=tuple(
-                build("DeletableGroupResult", group_id=g, error_code=code(e))
-                for g, e in results.items()
+                build("DeletableGroupResult", group_id=g, error_code=results[g])
+                for g in dict.fromkeys(req.groups_names)
             ),
         )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dari.config import DEFAULTS
 from dari.message import Field, Message, encode_properties
 from dari.protocol.amqp.properties import decode_properties
 from dari.queues.broker import AMQPBroker, User
@@ -32,6 +33,8 @@ from dari.records.records import Record, iter_records
 from dari.server.amqp_streams import TopicStreams
 from dari.server.amqp_topic_queues import TopicShareGroups, partition_for_key
 from dari.storage import FlushScheduler, LogConfig, LogStore
+from dari.streams.share.coordinator import ShareCoordinator
+from dari.streams.share.group_configs import GroupConfigs
 from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager
 
@@ -59,12 +62,15 @@ class Env:
         self.topics = TopicManager(self.store, LogConfig(flush="os"))
         self.topics.load()
         self.shares = ShareStateStore(self.data_dir / ".meta" / "share")
+        configs = GroupConfigs(self.data_dir / ".meta" / "group_configs.json", DEFAULTS)
+        self.coordinator = ShareCoordinator(self.topics, self.shares, configs)
+        self.coordinator.load()
         self.broker = AMQPBroker(
             self.data_dir, FlushScheduler(), LogConfig(),
             {"guest": User("guest", "guest", True, ("*",))},
             vhosts=("/", "a/b"), clock=self.clock, topics=TopicStreams(self.topics),
             topic_shares=TopicShareGroups(
-                self.topics, self.shares, auto_create=self.auto_create, clock=self.clock
+                self.topics, self.coordinator, auto_create=self.auto_create, clock=self.clock
             ),
         )
         self.broker.load()

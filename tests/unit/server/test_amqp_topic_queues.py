@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
+from dari.config import DEFAULTS
+from dari.queues.errors import PreconditionFailed
 from dari.records import build_batch
 from dari.server.amqp_topic_queues import (
     AMQP_MEMBER,
@@ -20,6 +22,8 @@ from dari.server.amqp_topic_queues import (
     partition_for_key,
 )
 from dari.storage import LogConfig, LogStore
+from dari.streams.share.coordinator import ShareCoordinator
+from dari.streams.share.group_configs import GroupConfigs
 from dari.streams.share.partition import RecordState
 from dari.streams.share.state_store import ShareStateStore
 from dari.streams.topics import TopicManager
@@ -37,9 +41,16 @@ class Env:
     def __init__(self, data_dir: Path) -> None:
         self.store = LogStore(data_dir)
         self.topics = TopicManager(self.store, LogConfig(flush="os"))
-        self.shares = ShareStateStore(data_dir / ".meta" / "share")
+        self.data_dir = data_dir
         self.clock = Clock()
-        self.groups = TopicShareGroups(self.topics, self.shares, clock=self.clock)
+        self.open_groups()
+
+    def open_groups(self) -> None:
+        self.shares = ShareStateStore(self.data_dir / ".meta" / "share")
+        configs = GroupConfigs(self.data_dir / ".meta" / "group_configs.json", DEFAULTS)
+        self.coordinator = ShareCoordinator(self.topics, self.shares, configs)
+        self.coordinator.load()
+        self.groups = TopicShareGroups(self.topics, self.coordinator, clock=self.clock)
 
     def open(self, topic: str = "t", limit: int | None = None) -> SharedTopicGroup:
         return self.groups.open(topic, "g", start="first", delivery_limit=limit)
@@ -87,12 +98,18 @@ def test_amqp_locks_never_lapse_but_kafka_members_do(env: Env) -> None:
     mine = part.acquire(3)
     assert [(r.first_offset, r.last_offset, r.delivery_count) for r in mine] == [(4, 6, 1)]
     env.clock.now += 3600  # the Kafka member's 30 s lock lapsed long ago; ours holds
+    env.coordinator.expire(int(env.clock() * 1000))  # the share service's sweep
     again = part.acquire(100)
     assert [(r.first_offset, r.last_offset, r.delivery_count) for r in again] == [
         (0, 3, 2), (7, 9, 1)
     ]
     assert part.share.state_of(5) == (RecordState.ACQUIRED, 1)
     assert part.available == 0
+
+
+def test_delivery_limit_below_kafkas_bounds_is_refused(env: Env) -> None:
+    with pytest.raises(PreconditionFailed, match="share.delivery.count.limit"):
+        env.open(limit=1)
 
 
 def test_release_returns_what_the_delivery_limit_archived(env: Env) -> None:
@@ -160,8 +177,7 @@ def test_state_survives_reopening_the_store(env: Env, tmp_path: Path) -> None:
     part.accept([0, 1, 2])
     part.release([3])
     env.shares.close()
-    env.shares = ShareStateStore(tmp_path / "data" / ".meta" / "share")
-    env.groups = TopicShareGroups(env.topics, env.shares, clock=env.clock)
+    env.open_groups()
     (part,) = env.open().partitions
     ranges = part.acquire(10)
     # the released record and those held when the store closed, each delivered once before

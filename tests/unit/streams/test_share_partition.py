@@ -204,3 +204,13 @@ def test_a_large_backlog_stays_compact() -> None:
     assert len(sp.encode_state()) < 100
     assert sp.acknowledge("a", 0, 99_999, ACCEPT) is None
     assert sp.start_offset == 100_000
+
+
+def test_acknowledge_each_applies_one_type_per_offset_or_nothing() -> None:
+    sp = SharePartition(0, keep_archived=True)
+    sp.acquire("a", 5, 0, 5)
+    assert sp.acknowledge_each("a", 3, [1, 1, 1]) == ShareAckError.INVALID_RECORD_STATE
+    assert sp.acknowledge_each("a", 0, [1, 2, 3, 0, 1]) is None
+    assert sp.state_of(1) == (RecordState.AVAILABLE, 1)
+    assert sp.drain_archived() == [(2, 2)]
+    assert sp.start_offset == 1

@@ -26,7 +26,8 @@ Interface (stable; used by the AMQP queues over topics as well):
   caller reads the log from there); None when nothing is acquirable.
 * ``acknowledge(member_id, first, last, kind, now_ms) -> ShareAckError | None`` with
   ``AcknowledgeType`` GAP/ACCEPT/RELEASE/REJECT; all of ``[first, last]`` must be acquired by
-  ``member_id`` (else ``INVALID_RECORD_STATE``, nothing changes).
+  ``member_id`` (else ``INVALID_RECORD_STATE``, nothing changes);
+  ``acknowledge_each(member_id, first, types, now_ms)`` takes one type per offset.
 * ``release_member(member_id) -> bool``: a member left; its records are available again.
 * ``expire_locks(now_ms) -> bool`` and ``next_deadline_ms() -> int | None``: lock timeouts.
   Release, expiry and ``release_member`` archive a record whose delivery count reached
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -266,16 +267,10 @@ class SharePartition:
         self, member_id: str, first: int, last: int, kind: AcknowledgeType, now_ms: int = 0
     ) -> ShareAckError | None:
         """Settle ``first..last`` (inclusive), all acquired by ``member_id``; see above."""
-        if first > last or first < self._spso or last >= self._speo:
-            return ShareAckError.INVALID_RECORD_STATE
+        error = self.check_acquired(member_id, first, last)
+        if error is not None:
+            return error
         runs = self._runs
-        lo = self._index_at(first)
-        j = lo
-        while j < len(runs) and runs[j].first <= last:
-            run = runs[j]
-            if run.state != RecordState.ACQUIRED or run.member != member_id:
-                return ShareAckError.INVALID_RECORD_STATE
-            j += 1
         lo = self._split(first)
         hi = self._split(last + 1)
         available = False
@@ -289,6 +284,39 @@ class SharePartition:
             else:
                 available |= self._release(run)
         self._after_change(available)
+        return None
+
+    def acknowledge_each(
+        self, member_id: str, first: int, types: Sequence[int], now_ms: int = 0
+    ) -> ShareAckError | None:
+        """Settle ``first..first+len(types)-1`` with one type per offset, all or nothing
+        (KIP-932's per-offset acknowledgement batches)."""
+        last = first + len(types) - 1
+        error = self.check_acquired(member_id, first, last)
+        if error is not None:
+            return error
+        start = 0
+        while start < len(types):
+            end = start
+            while end + 1 < len(types) and types[end + 1] == types[start]:
+                end += 1
+            self.acknowledge(
+                member_id, first + start, first + end, AcknowledgeType(types[start]), now_ms
+            )
+            start = end + 1
+        return None
+
+    def check_acquired(self, member_id: str, first: int, last: int) -> ShareAckError | None:
+        """None if every offset of ``first..last`` is acquired by ``member_id``."""
+        if first > last or first < self._spso or last >= self._speo:
+            return ShareAckError.INVALID_RECORD_STATE
+        runs = self._runs
+        j = self._index_at(first)
+        while j < len(runs) and runs[j].first <= last:
+            run = runs[j]
+            if run.state != RecordState.ACQUIRED or run.member != member_id:
+                return ShareAckError.INVALID_RECORD_STATE
+            j += 1
         return None
 
     def release_member(self, member_id: str) -> bool:
