@@ -72,3 +72,25 @@ def init_producer_id(sock: socket.socket) -> tuple[int, int]:
     )
     assert error_code == 0, f"InitProducerId failed with error {error_code}"
     return producer_id, epoch
+
+
+def kio_call(bootstrap: str, request: object, correlation_id: int = 11) -> object:
+    """Send one kio request object and decode the answer with kio (for APIs no client has)."""
+    import io
+
+    from kio.index import load_response_schema
+    from kio.serial import entity_reader, entity_writer
+
+    cls = type(request)
+    api_key, version = cls.__api_key__, cls.__version__  # type: ignore[attr-defined]
+    buf = io.BytesIO()
+    entity_writer(cls)(buf, request)
+    flexible = cls.__flexible__  # type: ignore[attr-defined]
+    body = (b"\x00" if flexible else b"") + buf.getvalue()
+    with connect(bootstrap) as sock:
+        sock.sendall(frame(api_key, version, correlation_id, body))
+        payload = recv_response(sock)
+    response_cls = load_response_schema(api_key, version)
+    pos = 4 + (1 if response_cls.__flexible__ else 0)
+    response, _size = entity_reader(response_cls)(memoryview(payload), pos)
+    return response

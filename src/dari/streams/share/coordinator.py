@@ -148,7 +148,9 @@ class ShareCoordinator:
                     "unknown_member_id",
                     f"Member {req.member_id} is not a member of group {group.group_id}.",
                 )
-            self.remove_member(group, req.member_id)
+            # Leaving keeps the member's share session and records: the client sends its
+            # final acknowledgements after the leave, and closing the session releases the rest.
+            self.remove_member(group, req.member_id, release=False)
             return HeartbeatResult(req.member_id, LEAVE_EPOCH, interval, None)
         member = group.members.get(req.member_id)
         joined = req.member_epoch == 0
@@ -208,12 +210,13 @@ class ShareCoordinator:
                 out[topic.topic_id] = tuple(range(len(topic.partitions)))
         return out
 
-    def remove_member(self, group: ShareGroup, member_id: str) -> None:
-        """The member left or timed out: its records and its session go."""
+    def remove_member(self, group: ShareGroup, member_id: str, release: bool = True) -> None:
+        """The member left or timed out; with ``release`` its records and session go too."""
         if group.members.pop(member_id, None) is None:
             return
         group.epoch += 1
-        self._release_member(group, member_id)
+        if release:
+            self._release_member(group, member_id)
         log.info("member %s left share group %s", member_id, group.group_id)
 
     def _release_member(self, group: ShareGroup, member_id: str) -> None:
