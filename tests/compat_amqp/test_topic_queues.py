@@ -10,10 +10,12 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import aio_pika
 import pika
 import pytest
+from confluent_kafka import ShareConsumer
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 
@@ -312,3 +314,50 @@ def test_pika_publish_confirms_over_a_topic_queue(ch: BlockingChannel, name: str
     for i in range(50):
         ch.basic_publish("", name, f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
     assert queue_depth(ch, name) == 50
+
+
+def test_amqp_consumers_and_kafka_share_consumers_are_one_group(
+    amqp: AmqpServer, kafka: str, name: str
+) -> None:
+    """A confluent-kafka ShareConsumer whose group.id is the queue's name competes with a pika
+    consumer of the queue for the same records: each is accepted exactly once overall."""
+    total = 3000
+    create_topic(kafka, name, 2)
+    produce(kafka, name, total, partitions=2)
+    conn = connect(amqp.url)
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments=over(name))  # group `name`, from first
+    amqp_got: list[bytes] = []
+    kafka_got: list[bytes] = []
+    share = ShareConsumer({"bootstrap.servers": kafka, "group.id": name})
+    try:
+        share.subscribe([name])
+        deadline = time.monotonic() + WAIT_S * 2
+        while not kafka_got:  # the Kafka member is in before AMQP starts taking
+            assert time.monotonic() < deadline, "the share consumer got nothing"
+            kafka_got += [m.value() for m in share.poll(0.2) if m.error() is None]
+
+        def on_message(channel: BlockingChannel, method: Any, _props: Any, body: bytes) -> None:
+            amqp_got.append(body)
+            channel.basic_ack(method.delivery_tag)
+
+        ch.basic_qos(prefetch_count=5)
+        ch.basic_consume(name, on_message)
+        while len(amqp_got) + len(kafka_got) < total:
+            assert time.monotonic() < deadline, (
+                f"amqp {len(amqp_got)} + kafka {len(kafka_got)} of {total}"
+            )
+            kafka_got += [m.value() for m in share.poll(0.05) if m.error() is None]
+            conn.process_data_events(time_limit=0.05)
+        share.commit_sync()  # accepts what the last poll returned
+    finally:
+        share.close()
+        conn.close()
+    both = Counter(amqp_got + kafka_got)
+    assert len(both) == total and set(both.values()) == {1}, "a record went to both or twice"
+    assert amqp_got and kafka_got
+    conn = connect(amqp.url)
+    try:
+        assert queue_depth(conn.channel(), name) == 0  # the share consumer's acks count too
+    finally:
+        conn.close()

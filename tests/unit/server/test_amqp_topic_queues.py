@@ -108,7 +108,7 @@ def test_amqp_locks_never_lapse_but_kafka_members_do(env: Env) -> None:
 
 
 def test_delivery_limit_below_kafkas_bounds_is_refused(env: Env) -> None:
-    with pytest.raises(PreconditionFailed, match="share.delivery.count.limit"):
+    with pytest.raises(PreconditionFailed, match=r"share\.delivery\.count\.limit"):
         env.open(limit=1)
 
 
