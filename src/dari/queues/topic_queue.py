@@ -86,6 +86,8 @@ _UNSUPPORTED = (
     "x-single-active-consumer", "x-queue-mode", "x-stream-offset", "x-max-age",
 )
 _VOID = Field("V", None)
+# an acquired record ready to deliver: (message, partition, offset, redelivered)
+_Acquired = tuple[Message, "SharedPartition", int, bool]
 _REFUSED = PublishResult(False)
 _ACCEPTED = PublishResult(True)
 
@@ -203,7 +205,7 @@ def parse_declare(
     where = resource("queue", name, vhost)
     for key in _UNSUPPORTED:
         if key in arguments:
-            raise PreconditionFailed(f"invalid arg '{key}' for {where} of queue type topic")
+            raise PreconditionFailed(f"invalid arg '{key}' for {where} of queue type {QUEUE_TYPE}")
     queue_type = arguments.get("x-queue-type")
     if isinstance(queue_type, bytes):
         queue_type = queue_type.decode("utf-8", "replace")
@@ -479,22 +481,24 @@ class TopicQueue:
         return delivered
 
     def _takers(self) -> list[tuple[Consumer, int]]:
-        """Consumers with credit, starting with the next in turn."""
+        """Consumers with credit, starting with the next in turn (each round starts one
+        further), those with the least room first: so that an even split of any number of
+        records up to their total room always places them all."""
         consumers = self._consumers
         count = len(consumers)
         start = self._next_consumer % count if count else 0
+        self._next_consumer = start + 1
         out = []
         for i in range(count):
             consumer = consumers[(start + i) % count]
             room = consumer.room()
             if room > 0:
                 out.append((consumer, min(room, _MAX_ACQUIRE)))
+        out.sort(key=_room)  # stable: the turn order stays among equal rooms
         return out
 
-    def _share_out(
-        self, takers: list[tuple[Consumer, int]], acquired: list[tuple[Message, SharedPartition,
-                                                                       int, bool]]
-    ) -> int:
+    def _share_out(self, takers: list[tuple[Consumer, int]], acquired: list[_Acquired]) -> int:
+        """Deliver ``acquired`` to ``takers``, an even split capped by each one's room."""
         held = self._held
         at = 0
         total = len(acquired)
@@ -504,6 +508,8 @@ class TopicQueue:
                 break
             share = min(room, -(-(total - at) // left))  # an even split of what is left
             left -= 1
+            if consumer not in self._consumers:  # cancelled by an earlier delivery
+                continue
             tag = consumer.tag
             no_ack = consumer.no_ack
             batch: list[Delivery] = []
@@ -520,18 +526,27 @@ class TopicQueue:
             at += share
             for partition, offsets in accepted.values():
                 partition.accept(offsets)
-            self._next_consumer = self._consumers.index(consumer) + 1 if (
-                consumer in self._consumers
-            ) else 0
             consumer.deliver_many(batch)
+        if at < total:  # consumers went during the deliveries: give the rest back
+            self._give_back(acquired[at:])
         return at
 
-    def _acquire(self, want: int) -> list[tuple[Message, SharedPartition, int, bool]]:
+    def _give_back(self, undelivered: list[_Acquired]) -> None:
+        by_partition: dict[int, tuple[SharedPartition, list[int], dict[int, Message]]] = {}
+        for message, partition, offset, _redelivered in undelivered:
+            entry = by_partition.setdefault(partition.index, (partition, [], {}))
+            entry[1].append(offset)
+            entry[2][offset] = message
+        for partition, offsets, messages in by_partition.values():
+            for offset in partition.release(sorted(offsets)):
+                self._dead_letter(messages[offset], DELIVERY_LIMIT)
+
+    def _acquire(self, want: int) -> list[_Acquired]:
         """Up to ``want`` records from the partitions (the first in turn first), as messages
         ready to deliver with (partition, offset, redelivered)."""
         partitions = self.topic.partitions
         count = len(partitions)
-        out: list[tuple[Message, SharedPartition, int, bool]] = []
+        out: list[_Acquired] = []
         start = self._next_partition % count if count else 0
         self._next_partition = start + 1
         for i in range(count):
@@ -547,7 +562,7 @@ class TopicQueue:
         self,
         partition: SharedPartition,
         ranges: Sequence[Acquired],
-        out: list[tuple[Message, SharedPartition, int, bool]],
+        out: list[_Acquired],
     ) -> None:
         """The records of ``ranges`` read from the log; acquired offsets that hold no record
         (compacted away, control batches) are accepted at once."""
@@ -775,6 +790,10 @@ class TopicQueue:
             f"TopicQueue({self.name!r}, unacked={len(self._held)}, "
             f"consumers={len(self._consumers)})"
         )
+
+
+def _room(taker: tuple[Consumer, int]) -> int:
+    return taker[1]
 
 
 def _kafka_message(record: Record, partition: int, delivery_count: int) -> Message:

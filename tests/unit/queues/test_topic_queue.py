@@ -279,6 +279,20 @@ def test_competing_consumers_share_the_records_within_their_prefetch(env: Env) -
     assert queue.message_count == 0 and queue.unacked_count == 0
 
 
+def test_consumers_with_uneven_room_take_every_acquired_record(env: Env) -> None:
+    queue = env.declare()
+    big, got_big = consumer("big", prefetch=100)
+    small, got_small = consumer("small", prefetch=1)
+    big.blocked = small.blocked = True  # (channel.flow) both are there when records are
+    queue.add_consumer(big)
+    queue.add_consumer(small)
+    publish(queue, 50, routing_key="k")
+    big.blocked = small.blocked = False
+    queue.dispatch()
+    assert len(got_big) + len(got_small) == 50 and len(got_small) == 1
+    assert queue.unacked_count == 50 and queue.message_count == 0
+
+
 def test_nack_with_requeue_redelivers_with_a_delivery_count(env: Env) -> None:
     queue = env.declare()
     publish(queue, 2)
