@@ -38,7 +38,9 @@ AMQP_MEMBER = "amqp"  # the member the AMQP side acquires as (Kafka member ids a
 _PURGE_MEMBER = "amqp-purge"
 _RESET = "share.auto.offset.reset"
 _LIMIT = "share.delivery.count.limit"
-_FOREVER_MS = 1 << 60  # "now" for AMQP acquisitions: their locks never run out
+# AMQP acquisitions are made "a century from now": their locks never run out, and the share
+# service's lock timer stays a plain (if distant) deadline.
+_CENTURY_MS = 100 * 365 * 86_400_000
 _KEY_CACHE = 4096  # routing keys whose partition is remembered
 
 
@@ -118,7 +120,8 @@ class SharedTopicPartition:
             return []
         share = self.share
         share.advance_log_start(plog.log_start_offset)
-        return share.acquire(AMQP_MEMBER, max_records, _FOREVER_MS, plog.log_end_offset)
+        now = int(self._group.owner.clock() * 1000) + _CENTURY_MS
+        return share.acquire(AMQP_MEMBER, max_records, now, plog.log_end_offset)
 
     def accept(self, offsets: Sequence[int]) -> None:
         self._acknowledge(offsets, AcknowledgeType.ACCEPT)
@@ -177,7 +180,8 @@ class SharedTopicPartition:
             return count
         count = 0
         while True:
-            ranges = share.acquire(_PURGE_MEMBER, 1 << 30, _FOREVER_MS, end)
+            now = int(self._group.owner.clock() * 1000) + _CENTURY_MS
+            ranges = share.acquire(_PURGE_MEMBER, 1 << 30, now, end)
             if not ranges:
                 return count
             for run in ranges:
