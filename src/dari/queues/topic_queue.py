@@ -47,6 +47,7 @@ from dari.message import (
     Field,
     Message,
     encode_properties,
+    parse_properties,
 )
 from dari.queues.errors import AccessRefused, PreconditionFailed, resource
 from dari.queues.queue import (
@@ -60,7 +61,14 @@ from dari.queues.queue import (
 from dari.queues.queue_store import encode_message_batch
 from dari.queues.stream_queue import topic_name
 from dari.queues.values import type_name
-from dari.records import iter_batches
+from dari.records import (
+    BatchHeader,
+    HeaderLayout,
+    LayoutMismatchError,
+    decode_records,
+    iter_batches,
+    records_section,
+)
 from dari.records.builder import build_batch
 from dari.records.records import Record, iter_records
 from dari.storage import FlushScheduler, LogClosedError, PartitionLog
@@ -86,6 +94,7 @@ _UNSUPPORTED = (
     "x-single-active-consumer", "x-queue-mode", "x-stream-offset", "x-max-age",
 )
 _VOID = Field("V", None)
+_AMQP_LAYOUT = HeaderLayout((EXCHANGE_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER))
 # an acquired record ready to deliver: (message, partition, offset, redelivered)
 _Acquired = tuple[Message, "SharedPartition", int, bool]
 _REFUSED = PublishResult(False)
@@ -323,9 +332,9 @@ class TopicQueue:
         self._exclusive_consumer: Consumer | None = None
         self._held: dict[int, _Held] = {}  # position -> unsettled delivery
         self._next_position = 0
-        self._appended: dict[int, tuple[PartitionLog, int]] = {}
+        self._appended: dict[int, tuple[PartitionLog, int]] = {}  # last append per partition
         # partition index -> (first offset, next offset, records) of the last batch read
-        self._batches: dict[int, tuple[int, int, list[Record]]] = {}  # last append per partition
+        self._batches: dict[int, tuple[int, int, list[Record | Message]]] = {}
         self._round_robin = 0  # partition of the next publish without a routing key
         self._dispatching = False
         self._watcher: asyncio.Task[None] | None = None
@@ -600,7 +609,7 @@ class TopicQueue:
 
     def _read_batches(
         self, partition: SharedPartition, offset: int, last: int
-    ) -> tuple[int, int, list[Record]] | None:
+    ) -> tuple[int, int, list[Record | Message]] | None:
         """The records of the batches read from ``offset`` on, up to about ``last``, as one
         (first offset, next offset, records) span; the last batch read is kept, since
         consumers with a small prefetch take a producer's large batch in several pieces and
@@ -609,16 +618,13 @@ class TopicQueue:
         data = partition.read(offset, min(_READ_BYTES, max(_MIN_READ_BYTES, want * 256)))
         if not data:
             return None
-        records: list[Record] = []
+        records: list[Record | Message] = []
         first = end = offset
-        tail: tuple[int, int, list[Record]] | None = None
+        tail: tuple[int, int, list[Record | Message]] | None = None
         for header, batch in iter_batches(data):
             if header.base_offset > last and records:
                 break
-            if header.is_control:
-                decoded: list[Record] = []
-            else:
-                decoded = list(iter_records(batch))
+            decoded = [] if header.is_control else _decode_batch(header, batch)
             records.extend(decoded)
             end = header.next_offset
             tail = (header.base_offset, header.next_offset, decoded)
@@ -628,14 +634,18 @@ class TopicQueue:
             self._batches[partition.index] = tail
         return first, end, records
 
-    def _message(self, record: Record, partition: int, delivery_count: int) -> Message:
+    def _message(self, record: Record | Message, partition: int, delivery_count: int) -> Message:
         """The AMQP message a record is delivered as (see the module docstring)."""
-        for name, _value in record.headers:
-            if name == PROPERTIES_HEADER:
-                break
-        else:  # no AMQP properties: a record a Kafka client produced
-            return _kafka_message(record, partition, delivery_count)
-        message = Message.from_record(record)
+        if type(record) is Message:  # decoded by the AMQP layout already
+            message = record
+        else:
+            assert isinstance(record, Record)
+            for name, _value in record.headers:
+                if name == PROPERTIES_HEADER:
+                    break
+            else:  # no AMQP properties: a record a Kafka client produced
+                return _kafka_message(record, partition, delivery_count)
+            message = Message.from_record(record)
         if delivery_count > 1:
             headers = message.typed_headers()
             headers[DELIVERY_COUNT_HEADER] = Field("l", delivery_count - 1)
@@ -790,6 +800,25 @@ class TopicQueue:
             f"TopicQueue({self.name!r}, unacked={len(self._held)}, "
             f"consumers={len(self._consumers)})"
         )
+
+
+def _decode_batch(header: BatchHeader, batch: memoryview) -> list[Record | Message]:
+    """One batch's records: AMQP messages straight from the layout every AMQP publish writes
+    (no generic ``Record`` built, as the durable queues read their logs), else ``Record``s."""
+    try:
+        rows = decode_records(records_section(batch, header), header, layout=_AMQP_LAYOUT)
+    except LayoutMismatchError:
+        return list(iter_records(batch))
+    out: list[Record | Message] = []
+    for offset, _timestamp, _key, body, (exchange, routing_key, properties) in rows:
+        delivery_mode, priority, expiration = parse_properties(properties)
+        out.append(Message(
+            exchange.decode("utf-8", "surrogateescape"),
+            routing_key.decode("utf-8", "surrogateescape"),
+            b"" if body is None else body,
+            properties, delivery_mode, priority, expiration, offset,
+        ))
+    return out
 
 
 def _room(taker: tuple[Consumer, int]) -> int:
