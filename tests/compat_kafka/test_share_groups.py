@@ -4,6 +4,7 @@ limit, restarts, and the share-group admin APIs."""
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import AcknowledgeType, Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import ConfigResource, ResourceType
 from kio.schema.alter_share_group_offsets.v0.request import (
     AlterShareGroupOffsetsRequest,
     AlterShareGroupOffsetsRequestPartition,
@@ -23,12 +25,14 @@ from kio.schema.delete_share_group_offsets.v0.request import (
     DeleteShareGroupOffsetsRequest,
     DeleteShareGroupOffsetsRequestTopic,
 )
+from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
 from kio.schema.describe_share_group_offsets.v1.request import (
     DescribeShareGroupOffsetsRequest,
     DescribeShareGroupOffsetsRequestGroup,
     DescribeShareGroupOffsetsRequestTopic,
 )
 from kio.schema.errors import ErrorCode
+from kio.schema.join_group.v5.request import JoinGroupRequest, JoinGroupRequestProtocol
 from kio.schema.list_groups.v5.request import ListGroupsRequest
 from kio.schema.share_group_describe.v1.request import ShareGroupDescribeRequest
 
@@ -178,36 +182,61 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_records_of_a_killed_consumer_go_to_another_after_the_lock_timeout(
-    share_broker: Broker, topic: str, group: str
-) -> None:
-    new_group(share_broker.bootstrap, topic, group, 5, share_record_lock_duration_ms=2000)
+def start_holder(bootstrap: str, group: str, topic: str, records: int) -> subprocess.Popen:
+    """A ShareConsumer in a subprocess that acquires ``records`` records and never acks."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, share_broker.bootstrap, group, topic],
+        [sys.executable, "-c", HOLDER, bootstrap, group, topic],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline().decode()
-        assert line.startswith("holding 5"), line
-    finally:
-        holder.kill()
-        holder.wait()
-    c = share_consumer(share_broker.bootstrap, group, **EXPLICIT)
+    assert holder.stdout is not None
+    line = holder.stdout.readline().decode()
+    assert line.startswith(f"holding {records}"), line
+    return holder
+
+
+def take_over(bootstrap: str, group: str, topic: str, records: int) -> list[tuple[int, int]]:
+    """(offset, delivery count) of ``records`` records a second consumer gets and accepts."""
+    c = share_consumer(bootstrap, group, **EXPLICIT)
     try:
         c.subscribe([topic])
         got: list = []
         poll_until(
-            [c], lambda: len(got) >= 5, "the killed consumer's records", lambda _i, m: got.append(m)
+            [c], lambda: len(got) >= records, "the held records", lambda _i, m: got.append(m)
         )
-        assert [(m.offset(), m.delivery_count()) for m in got] == [(i, 2) for i in range(5)]
         for m in got:
             c.acknowledge(m)
         c.commit_sync()
     finally:
         c.close()
+    return [(m.offset(), m.delivery_count()) for m in got]
+
+
+def test_records_of_a_killed_consumer_go_to_another(
+    share_broker: Broker, topic: str, group: str
+) -> None:
+    # Its connection drops, which ends its share session and releases its records (Kafka
+    # 4.1+); the lock timeout would release them too.
+    new_group(share_broker.bootstrap, topic, group, 5, share_record_lock_duration_ms=60_000)
+    holder = start_holder(share_broker.bootstrap, group, topic, 5)
+    holder.kill()
+    holder.wait()
+    got = take_over(share_broker.bootstrap, group, topic, 5)
+    assert got == [(i, 2) for i in range(5)]
+
+
+def test_records_whose_lock_timed_out_go_to_another(
+    share_broker: Broker, topic: str, group: str
+) -> None:
+    new_group(share_broker.bootstrap, topic, group, 5, share_record_lock_duration_ms=2000)
+    holder = start_holder(share_broker.bootstrap, group, topic, 5)
+    try:  # the holder stays connected and silent: only the lock timeout frees its records
+        got = take_over(share_broker.bootstrap, group, topic, 5)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert got == [(i, 2) for i in range(5)]
 
 
 def test_the_delivery_limit_archives_a_poison_record(
@@ -428,8 +457,6 @@ def test_a_classic_group_id_cannot_become_a_share_group(
 
 
 def test_describe_and_alter_group_configs(share_broker: Broker, group: str) -> None:
-    from confluent_kafka.admin import ConfigResource, ResourceType
-
     bootstrap = share_broker.bootstrap
     set_group_configs(bootstrap, group, share_record_lock_duration_ms=5000)
     client = admin(bootstrap)
@@ -443,3 +470,34 @@ def test_describe_and_alter_group_configs(share_broker: Broker, group: str) -> N
     assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG
     with pytest.raises(KafkaException):
         set_group_configs(bootstrap, group, share_auto_offset_reset="sometimes")
+
+
+def test_a_share_group_id_cannot_join_as_a_classic_group(
+    share_broker: Broker, topic: str, group: str
+) -> None:
+    bootstrap = share_broker.bootstrap
+    new_group(bootstrap, topic, group, 1)
+    c = share_consumer(bootstrap, group)
+    try:
+        c.subscribe([topic])
+        got: list = []
+        poll_until([c], lambda: len(got) >= 1, "one record", lambda _i, m: got.append(m))
+        joined = kio_call(
+            bootstrap,
+            JoinGroupRequest(
+                group_id=group,
+                session_timeout=datetime.timedelta(seconds=10),
+                rebalance_timeout=datetime.timedelta(seconds=10),
+                member_id="",
+                group_instance_id=None,
+                protocol_type="consumer",
+                protocols=(JoinGroupRequestProtocol(name="range", metadata=b""),),
+            ),
+        )
+        assert joined.error_code == ErrorCode.inconsistent_group_protocol
+        described = kio_call(
+            bootstrap, DescribeGroupsRequest(groups=(group,), include_authorized_operations=False)
+        )
+        assert described.groups[0].error_code == ErrorCode.group_id_not_found
+    finally:
+        c.close()

@@ -13,6 +13,7 @@ import inspect
 import ipaddress
 import logging
 from collections import deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,6 +37,11 @@ Buffers = list[bytes | memoryview]
 # Address of the client whose request is being handled, as Kafka reports a member's host
 # ("/127.0.0.1"); set for each read, so handlers (JoinGroup) can record who asked.
 client_host: ContextVar[str] = ContextVar("kafka_client_host", default="")
+# The connection whose request is being handled, for state tied to it (share sessions end
+# with their connection, as in Kafka).
+current_connection: ContextVar[KafkaConnection | None] = ContextVar(
+    "kafka_connection", default=None
+)
 
 
 def kafka_host(peername: Any) -> str:
@@ -75,6 +81,8 @@ class KafkaConnection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.closing = False
+        # Called once when the connection is lost (registered by handlers, e.g. share sessions).
+        self.close_callbacks: list[Callable[[KafkaConnection], None]] = []
 
     # -- asyncio callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +95,12 @@ class KafkaConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.connections.discard(self)
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("connection close callback failed for %s", self.peer)
         for item in self.queue:
             if isinstance(item, asyncio.Task):
                 item.cancel()
@@ -107,6 +121,7 @@ class KafkaConnection(asyncio.Protocol):
             self._abort(f"{exc}")
             return
         client_host.set(self.host)
+        current_connection.set(self)
         for frame in frames:
             if self.closing:
                 return

@@ -24,7 +24,7 @@ from dari.protocol.kafka.codec import RequestHeader, millis
 from dari.protocol.kafka.errors import ErrorCode
 from dari.protocol.kafka.share_fetch import ShareFetchPartition, encode_share_fetch_response
 from dari.records import HEADER_SIZE, parse_header
-from dari.server.kafka import client_host
+from dari.server.kafka import client_host, current_connection
 from dari.server.kafka_handlers import (
     GROUP_OPERATIONS,
     NO_AUTHORIZED_OPERATIONS,
@@ -53,6 +53,9 @@ ZERO = timedelta(0)
 NO_ERROR = ErrorCode.none
 DEFAULT_MAX_RECORDS = 500
 SWEEP_INTERVAL_S = 5.0
+# Bytes read per partition and fetch: enough for a full poll of small records, and a backlog
+# is never read whole only to acquire max.poll.records of it (at least one batch is read).
+PARTITION_READ_BYTES = 1 << 20
 _ACK_CODES = {ShareAckError.INVALID_RECORD_STATE: ErrorCode.invalid_record_state}
 _MESSAGES = {
     ErrorCode.invalid_record_state: "The record state is invalid. The acknowledgement of "
@@ -186,6 +189,13 @@ class ShareService:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _connection_lost(self, connection: object) -> None:
+        """A client connection closed: its share sessions end and their records are
+        released at once (Kafka 4.1+), not only after their locks time out."""
+        for session in self.coordinator.sessions.owned_by(connection):
+            self.coordinator.close_session(session)
+        self.arm_timer()
 
     # -- ShareGroupHeartbeat ---------------------------------------------------------------
     def heartbeat(self, header: RequestHeader, req: Any) -> Response:
@@ -363,6 +373,11 @@ class ShareService:
             if old is not None:
                 self.coordinator.close_session(old)
             session, _ = sessions.open(group_id, member_id)
+            connection = current_connection.get()
+            if connection is not None:
+                session.owner = connection
+                if self._connection_lost not in connection.close_callbacks:
+                    connection.close_callbacks.append(self._connection_lost)
             return session
         session, error = sessions.use(group_id, member_id, epoch)
         if error is not None:
@@ -454,7 +469,7 @@ class ShareService:
             if start is None:
                 continue
             try:
-                data = partition.read(start, budget)
+                data = partition.read(start, min(budget, PARTITION_READ_BYTES))
             except OffsetOutOfRangeError:
                 share.advance_log_start(partition.log_start_offset)
                 continue

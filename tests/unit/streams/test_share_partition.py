@@ -214,3 +214,15 @@ def test_acknowledge_each_applies_one_type_per_offset_or_nothing() -> None:
     assert sp.state_of(1) == (RecordState.AVAILABLE, 1)
     assert sp.drain_archived() == [(2, 2)]
     assert sp.start_offset == 1
+
+
+def test_acknowledging_records_that_left_the_log_skips_them() -> None:
+    sp = SharePartition(0)
+    sp.acquire("a", 10, 0, 10)
+    sp.advance_log_start(4)
+    assert sp.acknowledge("a", 0, 9, ACCEPT) is None
+    assert sp.start_offset == 10
+    sp.acquire("a", 4, 0, 14)
+    sp.advance_log_start(12)
+    assert sp.acknowledge_each("a", 10, [1, 1, 1, 3]) is None
+    assert sp.start_offset == 14

@@ -266,7 +266,9 @@ class SharePartition:
     def acknowledge(
         self, member_id: str, first: int, last: int, kind: AcknowledgeType, now_ms: int = 0
     ) -> ShareAckError | None:
-        """Settle ``first..last`` (inclusive), all acquired by ``member_id``; see above."""
+        """Settle ``first..last`` (inclusive), all acquired by ``member_id``; see above.
+        Offsets below SPSO that left the log meanwhile are skipped, as in Kafka."""
+        first = self._clip(first, last)
         error = self.check_acquired(member_id, first, last)
         if error is not None:
             return error
@@ -292,6 +294,8 @@ class SharePartition:
         """Settle ``first..first+len(types)-1`` with one type per offset, all or nothing
         (KIP-932's per-offset acknowledgement batches)."""
         last = first + len(types) - 1
+        clipped = self._clip(first, last)
+        types, first = types[clipped - first :], clipped
         error = self.check_acquired(member_id, first, last)
         if error is not None:
             return error
@@ -416,6 +420,10 @@ class SharePartition:
         self._advance()
 
     # -- internals -------------------------------------------------------------------------
+    def _clip(self, first: int, last: int) -> int:
+        """``first`` raised to SPSO when SPSO lies within ``first..last``."""
+        return self._spso if first < self._spso <= last else first
+
     def _index_at(self, offset: int) -> int:
         """Index of the run holding ``offset`` (which lies in [SPSO, SPEO))."""
         return bisect_right(self._runs, offset, key=_first) - 1

@@ -29,6 +29,7 @@ class ShareSession:
     member_id: str
     epoch: int = 1
     partitions: dict[PartitionKey, None] = field(default_factory=dict)  # ordered set
+    owner: object = None  # what the session lives on (the protocol's connection)
 
 
 class ShareSessions:
@@ -68,3 +69,6 @@ class ShareSessions:
 
     def of_group(self, group_id: str) -> list[ShareSession]:
         return [s for (g, _m), s in self._sessions.items() if g == group_id]
+
+    def owned_by(self, owner: object) -> list[ShareSession]:
+        return [s for s in self._sessions.values() if s.owner is owner]
