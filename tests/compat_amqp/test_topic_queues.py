@@ -15,7 +15,7 @@ from typing import Any
 import aio_pika
 import pika
 import pytest
-from confluent_kafka import ShareConsumer
+from confluent_kafka import AcknowledgeType, ShareConsumer
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
 
@@ -361,3 +361,32 @@ def test_amqp_consumers_and_kafka_share_consumers_are_one_group(
         assert queue_depth(conn.channel(), name) == 0  # the share consumer's acks count too
     finally:
         conn.close()
+
+
+def test_a_record_a_share_consumer_releases_goes_to_the_amqp_consumer(
+    amqp: AmqpServer, kafka: str, name: str
+) -> None:
+    create_topic(kafka, name, 1)
+    conn = connect(amqp.url)
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments=over(name))
+    produce(kafka, name, 1)
+    share = ShareConsumer({
+        "bootstrap.servers": kafka, "group.id": name, "share.acknowledgement.mode": "explicit",
+    })
+    try:
+        share.subscribe([name])
+        deadline = time.monotonic() + WAIT_S * 2
+        polled: list[Any] = []
+        while not polled:
+            assert time.monotonic() < deadline, "the share consumer got nothing"
+            polled = [m for m in share.poll(0.2) if m.error() is None]
+        assert queue_depth(ch, name) == 0  # acquired by the Kafka member
+        share.acknowledge(polled[0], AcknowledgeType.RELEASE)
+        share.commit_sync()
+        (got,) = take(ch, name, 1)
+    finally:
+        share.close()
+        conn.close()
+    assert got.body == b"v0" and got.redelivered
+    assert got.properties.headers["x-delivery-count"] == 1
