@@ -56,6 +56,13 @@ from dari.queues.stream_queue import (
     is_stream,
     topic_name,
 )
+from dari.queues.topic_queue import (
+    TopicQueue,
+    TopicShares,
+    group_name,
+    is_topic_queue,
+    parse_declare,
+)
 from dari.queues.values import type_name
 from dari.queues.vhost import VirtualHost
 from dari.storage import FlushScheduler, LogConfig
@@ -73,6 +80,7 @@ _COMPARED_ARGS = (
     "x-dead-letter-routing-key",
     "x-max-priority",
     "x-queue-type",
+    "x-topic",
     "x-queue-mode",
     "x-single-active-consumer",
 )
@@ -119,12 +127,15 @@ class AMQPBroker:
         queue_memory_bytes: int = 0,
         clock: Callable[[], float] = time.time,
         topics: StreamTopics | None = None,
+        topic_shares: TopicShares | None = None,
     ) -> None:
         self.data_dir = data_dir
         # The Kafka side's topics: a stream queue is one of them (None: no stream queues).
         self.topics = topics
         if topics is not None:
             topics.on_delete(self._topic_deleted)
+        # Topics with share groups: what x-topic queues work off (None: no such queues).
+        self.topic_shares = topic_shares
         self.flusher = flusher
         self.queue_log_config = queue_log_config
         # ready message bytes a queue keeps in memory before paging to a log
@@ -137,6 +148,7 @@ class AMQPBroker:
         self._queue_dir = data_dir / ".queues"
         # Where non-durable queues page out; nothing in it outlives the process.
         self._scratch_dir = data_dir / ".scratch"
+        self._recovering = False  # load() is making the queues it recovers
 
     def vhost(self, name: str) -> VirtualHost:
         return self.vhosts[name]
@@ -150,6 +162,7 @@ class AMQPBroker:
         """Recover durable queues (their unacked messages), exchanges and bindings."""
         self.definitions.directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self._scratch_dir, ignore_errors=True)  # transient pages of a past run
+        self._recovering = True  # (a failed load fails the broker's start)
         for name, vhost in self.vhosts.items():
             saved = self.definitions.load(name)
             if saved is None:
@@ -168,6 +181,7 @@ class AMQPBroker:
             if skipped:
                 log.warning("vhost %s: skipped %d bindings to missing queues", name, len(skipped))
             log.info("vhost %s: recovered %d durable queues", name, len(saved.queues))
+        self._recovering = False
 
     def close(self) -> None:
         for name in self.vhosts:
@@ -229,6 +243,11 @@ class AMQPBroker:
     ) -> Queue:
         """The queue factory: a stream queue opens (or makes) its topic; a durable queue opens
         (and recovers) its store; a non-durable one gets a scratch log on first page-out."""
+        if is_topic_queue(arguments):  # x-topic: whatever x-queue-type says (it refuses stream)
+            return self._make_topic_queue(
+                vhost_name, name, durable=durable, auto_delete=auto_delete,
+                arguments=arguments, exclusive=exclusive_owner is not None,
+            )
         if is_stream(arguments):
             return self._make_stream(
                 vhost_name, name, durable=durable, auto_delete=auto_delete,
@@ -281,6 +300,34 @@ class AMQPBroker:
         partition = self.topics.open(tname, configs)
         stream = StreamQueue(name, vhost_name, arguments, partition, self.flusher, self._clock)
         return cast("Queue", stream)
+
+    def _make_topic_queue(
+        self,
+        vhost_name: str,
+        name: str,
+        *,
+        durable: bool,
+        auto_delete: bool,
+        arguments: Mapping[str, Any],
+        exclusive: bool,
+    ) -> Queue:
+        """A queue over topic ``x-topic`` worked off by the share group
+        ``group_name(vhost, name)``."""
+        topic, start, delivery_limit, args = parse_declare(
+            name, vhost_name, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        if self.topic_shares is None:
+            raise FeatureNotImplemented("queues over topics need the broker's topics")
+        shared = self.topic_shares.open(
+            topic, group_name(vhost_name, name), start=start, delivery_limit=delivery_limit,
+            create=not self._recovering,  # a recovered queue waits for a deleted topic
+        )
+        queue = TopicQueue(
+            name, vhost_name, arguments, args, shared, dead_letter=self._dead_letter,
+            flusher=self.flusher, clock=self._clock,
+        )
+        return cast("Queue", queue)
 
     def _scratch_store(self, vhost: str, queue: str) -> QueueStore:
         """A log for a non-durable queue's paged-out messages: never fsynced, removed with the

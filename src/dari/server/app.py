@@ -22,6 +22,7 @@ from dari.server.alarms import Limits, ResourceMonitor
 from dari.server.amqp import AMQPServerConnection
 from dari.server.amqp_expiry import expire_forever
 from dari.server.amqp_streams import TopicStreams
+from dari.server.amqp_topic_queues import TopicShareGroups
 from dari.server.kafka import KafkaConnection
 from dari.server.kafka_admin import KafkaAdmin
 from dari.server.kafka_groups import GroupService
@@ -181,6 +182,15 @@ class Broker:
         admin.group_configs = configs
         self._spawn(self.share.sweep_forever())
 
+    def _topic_shares(self, settings: Settings) -> TopicShareGroups | None:
+        """The share groups AMQP queues over topics work off: the Kafka share groups'."""
+        if self.topics is None or self.share is None:
+            return None
+        return TopicShareGroups(
+            self.topics, self.share.coordinator,
+            auto_create=settings["auto.create.topics.enable"],
+        )
+
     async def _start_amqp(self, settings: Settings) -> None:
         """Recover durable AMQP definitions and queues, then listen."""
         assert self.flusher is not None
@@ -207,6 +217,7 @@ class Broker:
             settings.data_dir, self.flusher, queue_config, users, vhosts,
             queue_memory_bytes=settings["amqp.queue.memory.bytes"],
             topics=TopicStreams(self.topics) if self.topics is not None else None,
+            topic_shares=self._topic_shares(settings),
         )
         await asyncio.get_running_loop().run_in_executor(None, self.amqp.load)
         self._spawn(expire_forever(self.amqp))
