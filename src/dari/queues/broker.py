@@ -84,6 +84,16 @@ _COMPARED_ARGS = (
     "x-queue-mode",
     "x-single-active-consumer",
 )
+# What RabbitMQ compares for a stream (its queue type's own argument list).
+_STREAM_COMPARED_ARGS = (
+    "x-max-length-bytes",
+    "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-stream-filter-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+)
 
 
 @dataclass
@@ -372,7 +382,9 @@ class AMQPBroker:
             return existing
         if passive:
             raise NotFound(f"no {resource('queue', name, vhost_name)}")
-        if is_quorum(arguments):
+        if is_topic_queue(arguments):
+            pass  # its own rules, checked as it is made
+        elif is_quorum(arguments):
             check_quorum_declare(
                 name, vhost_name, durable=durable, exclusive=exclusive_owner is not None,
                 auto_delete=auto_delete, arguments=arguments,
@@ -480,7 +492,11 @@ def _check_equivalent(
         raise refuse("durable", _bool(durable), _bool(queue.durable))
     if queue.auto_delete != auto_delete:
         raise refuse("auto_delete", _bool(auto_delete), _bool(queue.auto_delete))
-    compared = QUORUM_ARGUMENTS if isinstance(queue, QuorumQueue) else _COMPARED_ARGS
+    compared = (
+        QUORUM_ARGUMENTS if isinstance(queue, QuorumQueue)
+        else _STREAM_COMPARED_ARGS if isinstance(queue, StreamQueue)
+        else _COMPARED_ARGS
+    )
     for key in compared:
         new, old = arguments.get(key), queue.arguments.get(key)
         if key == "x-queue-type":  # RabbitMQ 4 declares "classic" when none is given

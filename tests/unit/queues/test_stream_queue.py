@@ -565,3 +565,19 @@ def test_a_message_over_the_topics_max_message_bytes_is_refused(env: Env) -> Non
     limit = queue.partition.log.config.max_message_bytes
     assert not queue.publish(Message("", "s", b"x" * limit)).accepted
     assert queue.publish(Message("", "s", b"x" * (limit // 2))).accepted
+
+
+def test_a_redeclare_compares_the_stream_arguments(env: Env) -> None:
+    env.declare(arguments={**STREAM, "x-max-age": "7D"})
+    env.declare(arguments={**STREAM, "x-max-age": "7D", "x-stream-offset": 1})  # not compared
+    with pytest.raises(PreconditionFailed) as refused:
+        env.declare(arguments={**STREAM, "x-max-age": "8D"})
+    assert refused.value.reply_text == (
+        "inequivalent arg 'x-max-age' for queue 's' in vhost '/': received '8D' but current "
+        "is '7D'"
+    )
+    with pytest.raises(PreconditionFailed) as missing:
+        env.declare(arguments=STREAM)
+    assert "received none but current is the value '7D' of type 'longstr'" in (
+        missing.value.reply_text
+    )
