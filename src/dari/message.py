@@ -67,6 +67,7 @@ __all__ = [
     "encode_properties",
     "header_marker",
     "parse_properties",
+    "record_headers_table",
 ]
 
 EXCHANGE_HEADER = "x-amqp-exchange"
@@ -257,9 +258,10 @@ def _text(data: bytes | None) -> str:
     return "" if data is None else bytes(data).decode("utf-8", "surrogateescape")
 
 
-def _record_properties(record: Record) -> bytes:
-    """AMQP property bytes for a Kafka record: its headers (and key) as the headers table, its
-    timestamp as the timestamp property."""
+def record_headers_table(record: Record) -> dict[str, Field]:
+    """The AMQP headers table of a Kafka record that is not an AMQP message: its headers as
+    long strings (null: void; the last of a repeated name; names AMQP cannot carry left out)
+    and its key as ``x-record-key``."""
     table = {
         name: Field("V", None) if value is None else Field("S", bytes(value))
         for name, value in record.headers
@@ -268,6 +270,13 @@ def _record_properties(record: Record) -> bytes:
     }
     if record.key is not None:
         table[KEY_HEADER] = Field("S", bytes(record.key))
+    return table
+
+
+def _record_properties(record: Record) -> bytes:
+    """AMQP property bytes for a Kafka record: its headers (and key) as the headers table, its
+    timestamp as the timestamp property."""
+    table = record_headers_table(record)
     timestamp = record.timestamp // 1000 if record.timestamp >= 0 else None
     if not table:
         return encode_properties(timestamp=timestamp) if timestamp is not None else EMPTY_PROPERTIES

@@ -48,6 +48,7 @@ from dari.message import (
     Message,
     encode_properties,
     parse_properties,
+    record_headers_table,
 )
 from dari.queues.errors import AccessRefused, PreconditionFailed, resource
 from dari.queues.queue import (
@@ -77,7 +78,6 @@ TOPIC_ARG = "x-topic"
 START_ARG = "x-topic-offset"
 DELIVERY_LIMIT_ARG = "x-delivery-limit"
 DELIVERY_COUNT_HEADER = "x-delivery-count"
-KEY_HEADER = "x-record-key"
 PARTITION_HEADER = "x-stream-partition"
 OFFSET_HEADER = "x-stream-offset"
 DELIVERY_LIMIT = "delivery_limit"  # the x-death reason of a record past its delivery limit
@@ -93,7 +93,6 @@ _UNSUPPORTED = (
     "x-max-priority", "x-message-ttl", "x-max-length", "x-max-length-bytes", "x-overflow",
     "x-single-active-consumer", "x-queue-mode", "x-stream-offset", "x-max-age",
 )
-_VOID = Field("V", None)
 _AMQP_LAYOUT = HeaderLayout((EXCHANGE_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER))
 # an acquired record ready to deliver: (message, partition, offset, redelivered)
 _Acquired = tuple[Message, "SharedPartition", int, bool]
@@ -830,20 +829,15 @@ def _kafka_message(record: Record, partition: int, delivery_count: int) -> Messa
     table (long strings, as ``Message.from_record`` has them), the key, partition and offset
     headers (and ``x-delivery-count`` on a redelivery), its timestamp (seconds) as the
     timestamp property; the routing key is the key, as stream queues have it."""
-    headers: dict[str, Field] = {}
+    headers = record_headers_table(record)
     exchange = routing_key = b""
     for name, value in record.headers:
         if name == EXCHANGE_HEADER:
             exchange = value or b""
         elif name == ROUTING_KEY_HEADER:
             routing_key = value or b""
-        elif len(name.encode("utf-8", "surrogateescape")) <= 255:  # AMQP's limit
-            headers[name] = _VOID if value is None else Field("S", bytes(value))
-    key = record.key
-    if key is not None:
-        headers[KEY_HEADER] = Field("S", bytes(key))
-        if not routing_key:
-            routing_key = key
+    if not routing_key and record.key is not None:
+        routing_key = record.key
     headers[PARTITION_HEADER] = Field("l", partition)
     headers[OFFSET_HEADER] = Field("l", record.offset)
     if delivery_count > 1:

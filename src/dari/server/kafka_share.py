@@ -71,6 +71,11 @@ def _message(error: ErrorCode) -> str | None:
     return None if error is NO_ERROR else _MESSAGES.get(error, error.name)
 
 
+def _refused(build: ResponseBuilder, error: ErrorCode, message: str | None) -> Response:
+    """A share-group offsets answer refused as a whole: the error and no topics."""
+    return build(throttle_time=ZERO, error_code=error, error_message=message, responses=())
+
+
 def _ack_batches(batches: Any) -> list[AckBatch]:
     return [
         AckBatch(b.first_offset, b.last_offset, tuple(int(t) for t in b.acknowledge_types))
@@ -644,12 +649,7 @@ class ShareService:
         try:
             self.coordinator.check_empty(req.group_id)
         except ShareGroupError as exc:
-            return build(
-                throttle_time=ZERO,
-                error_code=ErrorCode[exc.code],
-                error_message=str(exc),
-                responses=(),
-            )
+            return _refused(build, ErrorCode[exc.code], str(exc))
         responses = []
         for t in req.topics:
             topic = self.topics.get(t.topic_name)
@@ -686,21 +686,11 @@ class ShareService:
         build = ResponseBuilder(header)
         if self.coordinator.group(req.group_id) is None:
             code = ErrorCode.group_id_not_found
-            return build(
-                throttle_time=ZERO,
-                error_code=code,
-                error_message=f"Group {req.group_id} not found.",
-                responses=(),
-            )
+            return _refused(build, code, f"Group {req.group_id} not found.")
         try:
             self.coordinator.check_empty(req.group_id)
         except ShareGroupError as exc:
-            return build(
-                throttle_time=ZERO,
-                error_code=ErrorCode[exc.code],
-                error_message=str(exc),
-                responses=(),
-            )
+            return _refused(build, ErrorCode[exc.code], str(exc))
         responses = []
         for t in req.topics:
             topic = self.topics.get(t.topic_name)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dari.config import DEFAULTS
-from dari.message import Field, Message, encode_properties
+from dari.message import KEY_HEADER, Field, Message, encode_properties
 from dari.protocol.amqp.properties import decode_properties
 from dari.queues.broker import AMQPBroker, User
 from dari.queues.consumers import Delivery, PrefetchConsumer
@@ -21,7 +21,6 @@ from dari.queues.errors import NotFound, PreconditionFailed
 from dari.queues.queue import Queue
 from dari.queues.topic_queue import (
     DELIVERY_COUNT_HEADER,
-    KEY_HEADER,
     OFFSET_HEADER,
     PARTITION_HEADER,
     TopicQueue,
